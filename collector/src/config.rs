@@ -1,0 +1,215 @@
+//! Configuration of `meshlight serve`: a TOML file (`--config`) holding every setting and
+//! limit, each of which a command-line flag can override. Defaults work on a laptop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `meshlight serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// OTLP/gRPC listen address.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP listen address (`/v1/traces`, `/v1/metrics`, `/v1/logs`).
+    pub otlp_http: SocketAddr,
+    /// Query API, `/metrics`, `/ready` and `/health` listen address.
+    pub api: SocketAddr,
+    /// Where the WAL and the Parquet files live.
+    pub data_dir: PathBuf,
+    /// Ingest limits.
+    pub limits: Limits,
+    /// Write-ahead log.
+    pub wal: WalConfig,
+    /// Parquet files: flush, layout, compaction and retention.
+    pub storage: StorageConfig,
+    /// SQL query limits.
+    pub query: QueryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            otlp_grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            api: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("./meshlight-data"),
+            limits: Limits::default(),
+            wal: WalConfig::default(),
+            storage: StorageConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+/// Ingest limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body after decompression, in bytes. Larger requests get HTTP 413 or
+    /// gRPC RESOURCE_EXHAUSTED.
+    pub max_request_bytes: usize,
+    /// Memory that buffered data (memtable plus requests being written) may use. Over it,
+    /// ingest refuses with retryable codes (HTTP 503 + Retry-After, gRPC UNAVAILABLE +
+    /// RetryInfo) until a flush frees memory.
+    pub memory_limit_bytes: usize,
+    /// Seconds a refused client is told to wait before retrying.
+    pub retry_after_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 64 << 20,
+            memory_limit_bytes: 512 << 20,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// When the WAL is fsynced, trading durability against throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging (group commit): acknowledged data survives power loss.
+    Always,
+    /// Acknowledge after the write reaches the OS, fsync every `fsync_interval_ms`:
+    /// survives a process crash, may lose the last interval on power loss.
+    Interval,
+    /// Never fsync; the OS writes back when it likes. Survives a process crash only.
+    Never,
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// fsync policy: `always` (default), `interval` or `never`.
+    pub fsync: FsyncPolicy,
+    /// fsync period for the `interval` policy.
+    pub fsync_interval_ms: u64,
+    /// Most bytes one group commit writes before acknowledging.
+    pub group_commit_max_bytes: usize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 100,
+            group_commit_max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Parquet layout, flush, compaction and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Flush the memtable to Parquet once it holds this many Arrow bytes.
+    pub flush_bytes: usize,
+    /// …or once its oldest data is this old.
+    pub flush_interval_secs: u64,
+    /// Most rows in a Parquet row group (smaller groups prune better, larger compress better).
+    pub row_group_rows: usize,
+    /// zstd level for Parquet pages (1–22).
+    pub zstd_level: i32,
+    /// Compact an hour partition once it has this many files.
+    pub compaction_min_files: usize,
+    /// Most Parquet bytes read by one compaction (bounds its memory).
+    pub compaction_max_input_bytes: u64,
+    /// How often compaction and retention run.
+    pub maintenance_interval_secs: u64,
+    /// Delete data older than this many hours; 0 keeps everything.
+    pub retention_hours: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_bytes: 32 << 20,
+            flush_interval_secs: 60,
+            row_group_rows: 128 * 1024,
+            zstd_level: 3,
+            compaction_min_files: 4,
+            compaction_max_input_bytes: 256 << 20,
+            maintenance_interval_secs: 30,
+            retention_hours: 24 * 7,
+        }
+    }
+}
+
+/// SQL query limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled.
+    pub timeout_secs: u64,
+    /// Most rows a query may return.
+    pub max_rows: usize,
+    /// Memory one query engine may use for sorts, joins and aggregations.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { timeout_secs: 30, max_rows: 100_000, memory_limit_bytes: 1 << 30 }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    /// Checks the settings before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_owned() });
+        if self.limits.max_request_bytes == 0 {
+            return invalid("limits.max_request_bytes", "must be positive");
+        }
+        if self.limits.memory_limit_bytes < self.limits.max_request_bytes {
+            return invalid("limits.memory_limit_bytes", "must be at least limits.max_request_bytes");
+        }
+        if self.storage.flush_bytes == 0 || self.storage.flush_bytes > self.limits.memory_limit_bytes {
+            return invalid("storage.flush_bytes", "must be positive and at most limits.memory_limit_bytes");
+        }
+        if !(1..=22).contains(&self.storage.zstd_level) {
+            return invalid("storage.zstd_level", "must be between 1 and 22");
+        }
+        if self.storage.row_group_rows == 0 || self.storage.compaction_min_files < 2 {
+            return invalid("storage", "row_group_rows must be positive and compaction_min_files at least 2");
+        }
+        if self.query.timeout_secs == 0 || self.query.max_rows == 0 {
+            return invalid("query", "timeout_secs and max_rows must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    pub(crate) fn flush_interval(&self) -> Duration {
+        Duration::from_secs(self.flush_interval_secs)
+    }
+
+    pub(crate) fn maintenance_interval(&self) -> Duration {
+        Duration::from_secs(self.maintenance_interval_secs.max(1))
+    }
+}

@@ -1,0 +1,245 @@
+//! OTLP ingest: decode, validate, convert to Arrow, admit against the memory limit, and
+//! hand to the store; answered only once the store has made the data durable.
+//!
+//! Both transports ([`otlp_grpc`], [`otlp_http`]) end in [`Ingestor::export`], so limits,
+//! validation, partial success and self-metrics behave the same on either.
+
+mod decompress;
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod wire;
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::config::Limits;
+use crate::schema::{
+    Rejections, Signal, Table, logs_to_batch, metric_data_points, metrics_to_batches,
+    traces_to_batch,
+};
+use crate::store::{PreparedWrite, Refusal, Store, StoreError};
+use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
+
+/// Requests larger than this are converted on the blocking pool rather than on an async
+/// worker, so that a 64 MiB request cannot stall other connections.
+const INLINE_CONVERSION_MAX_BYTES: usize = 1 << 20;
+
+/// A decoded OTLP export request.
+#[derive(Debug)]
+pub enum Export {
+    Traces(wire::ExportTraceServiceRequest),
+    Metrics(wire::ExportMetricsServiceRequest),
+    Logs(wire::ExportLogsServiceRequest),
+}
+
+/// Why a request was not (entirely) accepted. Each maps to one HTTP and one gRPC status
+/// (see [`otlp_http`] and [`otlp_grpc`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request is malformed; retrying it cannot help.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The decompressed request is larger than `limits.max_request_bytes`.
+    #[error("request exceeds the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    /// Refused before writing (memory limit, shutdown): retry later.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The store could not make the data durable: retry later.
+    #[error("storage unavailable: {0}")]
+    Store(StoreError),
+}
+
+impl IngestError {
+    /// Whether the client should retry (OTLP: 429/502/503/504, UNAVAILABLE…).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IngestError::Refused(_) | IngestError::Store(_))
+    }
+}
+
+impl Export {
+    /// Decodes an OTLP protobuf body.
+    pub fn decode_protobuf(signal: Signal, body: Bytes) -> Result<Export, IngestError> {
+        let invalid = |error: prost::DecodeError| IngestError::Invalid(format!("protobuf: {error}"));
+        Ok(match signal {
+            Signal::Traces => Export::Traces(wire::ExportTraceServiceRequest::decode(body).map_err(invalid)?),
+            Signal::Metrics => Export::Metrics(wire::ExportMetricsServiceRequest::decode(body).map_err(invalid)?),
+            Signal::Logs => Export::Logs(wire::ExportLogsServiceRequest::decode(body).map_err(invalid)?),
+        })
+    }
+
+    /// Decodes an OTLP/JSON body (hex ids, lowerCamelCase names, enums as integers).
+    ///
+    /// JSON is parsed with `opentelemetry-proto`'s serde types and re-encoded as protobuf
+    /// for the one conversion path: JSON is the slow path and this keeps a single source of
+    /// truth for validation and conversion.
+    pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Export, IngestError> {
+        use opentelemetry_proto::tonic::collector as otlp;
+        let invalid = |error: serde_json::Error| IngestError::Invalid(format!("json: {error}"));
+        let mut json: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+        fill_omitted_value_lists(&mut json);
+        let protobuf = match signal {
+            Signal::Traces => serde_json::from_value::<otlp::trace::v1::ExportTraceServiceRequest>(json)
+                .map_err(invalid)?
+                .encode_to_vec(),
+            Signal::Metrics => serde_json::from_value::<otlp::metrics::v1::ExportMetricsServiceRequest>(json)
+                .map_err(invalid)?
+                .encode_to_vec(),
+            Signal::Logs => serde_json::from_value::<otlp::logs::v1::ExportLogsServiceRequest>(json)
+                .map_err(invalid)?
+                .encode_to_vec(),
+        };
+        Export::decode_protobuf(signal, Bytes::from(protobuf))
+    }
+
+    pub fn signal(&self) -> Signal {
+        match self {
+            Export::Traces(_) => Signal::Traces,
+            Export::Metrics(_) => Signal::Metrics,
+            Export::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// Spans, data points or log records in the request.
+    pub fn item_count(&self) -> u64 {
+        let count: usize = match self {
+            Export::Traces(request) => request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum(),
+            Export::Logs(request) => request
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum(),
+            Export::Metrics(request) => {
+                return request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .map(metric_data_points)
+                    .sum();
+            }
+        };
+        count as u64
+    }
+
+    /// Converts the valid items to batches, counting the others in `rejections`.
+    fn to_batches(&self, rejections: &mut Rejections) -> Vec<(Table, RecordBatch)> {
+        match self {
+            Export::Traces(request) => traces_to_batch(request, rejections)
+                .map(|batch| vec![(Table::Traces, batch)])
+                .unwrap_or_default(),
+            Export::Logs(request) => logs_to_batch(request, rejections)
+                .map(|batch| vec![(Table::Logs, batch)])
+                .unwrap_or_default(),
+            Export::Metrics(request) => metrics_to_batches(request, rejections),
+        }
+    }
+}
+
+/// Protobuf JSON lets an encoder omit an empty repeated field, and SDKs do send an empty
+/// array as `{"arrayValue": {}}`; `opentelemetry-proto`'s serde types require `values` there,
+/// so it is filled in before they see the document.
+fn fill_omitted_value_lists(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Object(object) => {
+            for (key, value) in object.iter_mut() {
+                if let ("arrayValue" | "kvlistValue", serde_json::Value::Object(list)) = (key.as_str(), &mut *value) {
+                    list.entry("values").or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                }
+                fill_omitted_value_lists(value);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fill_omitted_value_lists),
+        _ => {}
+    }
+}
+
+/// The ingest pipeline shared by both transports.
+pub struct Ingestor {
+    store: Arc<Store>,
+    metrics: Arc<SelfMetrics>,
+    limits: Limits,
+}
+
+impl Ingestor {
+    pub fn new(store: Arc<Store>, metrics: Arc<SelfMetrics>, limits: Limits) -> Self {
+        Self { store, metrics, limits }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Counts a request refused before it could be decoded (too large, undecodable…).
+    pub fn count_failed_request(&self, signal: Signal, reason: &'static str) {
+        let labels = SignalReasonLabels { signal: signal.as_str(), reason };
+        self.metrics.requests_failed.get_or_create(&labels).inc();
+    }
+
+    /// Stores the valid items of `export` and returns what was rejected as invalid (for the
+    /// partial-success response). `encoded_len` is the decompressed request size, used to
+    /// reserve memory before converting.
+    pub async fn export(&self, export: Export, encoded_len: usize) -> Result<Rejections, IngestError> {
+        let signal = export.signal();
+        let items = export.item_count();
+        let labels = SignalLabels { signal: signal.as_str() };
+        self.metrics.items_received.get_or_create(&labels).inc_by(items);
+
+        // Arrow plus its WAL encoding take roughly three times the protobuf size.
+        let admission = match self.store.admit(encoded_len.saturating_mul(3)) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                self.count_refused(signal, refusal.as_str(), items);
+                return Err(IngestError::Refused(refusal));
+            }
+        };
+
+        let convert = move || {
+            let mut rejections = Rejections::default();
+            let batches = export.to_batches(&mut rejections);
+            PreparedWrite::new(batches).map(|write| (write, rejections))
+        };
+        let prepared = if encoded_len <= INLINE_CONVERSION_MAX_BYTES {
+            convert()
+        } else {
+            tokio::task::spawn_blocking(convert)
+                .await
+                .map_err(|error| IngestError::Invalid(format!("conversion failed: {error}")))?
+        };
+        let (write, rejections) = prepared.map_err(IngestError::Store)?;
+
+        for (reason, count) in rejections.by_reason() {
+            let labels = SignalReasonLabels { signal: signal.as_str(), reason: reason.as_str() };
+            self.metrics.items_rejected.get_or_create(&labels).inc_by(count);
+        }
+        let valid_items = items - rejections.total();
+        if let Err(error) = self.store.write(write).await {
+            let reason = match error {
+                StoreError::ShuttingDown => Refusal::ShuttingDown.as_str(),
+                _ => "storage_error",
+            };
+            self.count_refused(signal, reason, valid_items);
+            return Err(match error {
+                StoreError::ShuttingDown => IngestError::Refused(Refusal::ShuttingDown),
+                other => IngestError::Store(other),
+            });
+        }
+        drop(admission);
+        self.metrics.items_accepted.get_or_create(&labels).inc_by(valid_items);
+        Ok(rejections)
+    }
+
+    fn count_refused(&self, signal: Signal, reason: &'static str, items: u64) {
+        let labels = SignalReasonLabels { signal: signal.as_str(), reason };
+        self.metrics.items_refused.get_or_create(&labels).inc_by(items);
+    }
+}

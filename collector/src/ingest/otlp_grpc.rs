@@ -1,0 +1,198 @@
+//! OTLP/gRPC receiver: the `Export` method of TraceService, MetricsService and LogsService.
+//!
+//! The services are written against tonic's server building blocks rather than
+//! `opentelemetry-proto`'s generated servers because requests decode into [`super::wire`]
+//! types (zero-copy, UTF-8 checked per item). Status codes follow the OTLP specification:
+//! INVALID_ARGUMENT for undecodable requests, RESOURCE_EXHAUSTED over the size cap,
+//! UNAVAILABLE with `RetryInfo` when the collector refuses retryably.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
+use tonic::body::Body;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::{Export, IngestError, Ingestor, wire};
+use crate::schema::Rejections;
+
+/// One OTLP export service: its name, request and response types.
+pub trait ExportKind: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: prost::Message + Send + 'static;
+    fn into_export(request: Self::Request) -> Export;
+    fn response(rejections: &Rejections) -> Self::Response;
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService`.
+pub struct Traces;
+/// `opentelemetry.proto.collector.metrics.v1.MetricsService`.
+pub struct Metrics;
+/// `opentelemetry.proto.collector.logs.v1.LogsService`.
+pub struct Logs;
+
+fn partial(rejections: &Rejections) -> Option<(i64, String)> {
+    let rejected = rejections.total();
+    (rejected > 0).then(|| (i64::try_from(rejected).unwrap_or(i64::MAX), rejections.message()))
+}
+
+impl ExportKind for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    type Request = wire::ExportTraceServiceRequest;
+    type Response = trace::v1::ExportTraceServiceResponse;
+    fn into_export(request: Self::Request) -> Export {
+        Export::Traces(request)
+    }
+    fn response(rejections: &Rejections) -> Self::Response {
+        trace::v1::ExportTraceServiceResponse {
+            partial_success: partial(rejections).map(|(rejected_spans, error_message)| {
+                trace::v1::ExportTracePartialSuccess { rejected_spans, error_message }
+            }),
+        }
+    }
+}
+
+impl ExportKind for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    type Request = wire::ExportMetricsServiceRequest;
+    type Response = metrics::v1::ExportMetricsServiceResponse;
+    fn into_export(request: Self::Request) -> Export {
+        Export::Metrics(request)
+    }
+    fn response(rejections: &Rejections) -> Self::Response {
+        metrics::v1::ExportMetricsServiceResponse {
+            partial_success: partial(rejections).map(|(rejected_data_points, error_message)| {
+                metrics::v1::ExportMetricsPartialSuccess { rejected_data_points, error_message }
+            }),
+        }
+    }
+}
+
+impl ExportKind for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    type Request = wire::ExportLogsServiceRequest;
+    type Response = logs::v1::ExportLogsServiceResponse;
+    fn into_export(request: Self::Request) -> Export {
+        Export::Logs(request)
+    }
+    fn response(rejections: &Rejections) -> Self::Response {
+        logs::v1::ExportLogsServiceResponse {
+            partial_success: partial(rejections).map(|(rejected_log_records, error_message)| {
+                logs::v1::ExportLogsPartialSuccess { rejected_log_records, error_message }
+            }),
+        }
+    }
+}
+
+/// The tower service tonic routes `/<SERVICE>/Export` to.
+pub struct ExportService<K> {
+    ingestor: Arc<Ingestor>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for ExportService<K> {
+    fn clone(&self) -> Self {
+        Self { ingestor: self.ingestor.clone(), kind: PhantomData }
+    }
+}
+
+impl<K: ExportKind> ExportService<K> {
+    pub fn new(ingestor: Arc<Ingestor>) -> Self {
+        Self { ingestor, kind: PhantomData }
+    }
+}
+
+impl<K: ExportKind> NamedService for ExportService<K> {
+    const NAME: &'static str = K::SERVICE;
+}
+
+impl<K: ExportKind> Service<http::Request<Body>> for ExportService<K> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !request.uri().path().ends_with("/Export") {
+            return Box::pin(async { Ok(Status::unimplemented("only Export is served").into_http()) });
+        }
+        let limit = self.ingestor.limits().max_request_bytes;
+        let mut accept = EnabledCompressionEncodings::default();
+        accept.enable(CompressionEncoding::Gzip);
+        let mut grpc = Grpc::new(tonic_prost::ProstCodec::<K::Response, K::Request>::default())
+            .apply_compression_config(accept, EnabledCompressionEncodings::default())
+            .apply_max_message_size_config(Some(limit), None);
+        let unary = ExportUnary::<K> { ingestor: self.ingestor.clone(), kind: PhantomData };
+        Box::pin(async move {
+            let mut response = grpc.unary(unary, request).await;
+            report_oversize_as_resource_exhausted(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// tonic answers a frame longer than the cap with OUT_OF_RANGE (and a decompressed message
+/// over it with RESOURCE_EXHAUSTED); OTLP and gRPC clients expect RESOURCE_EXHAUSTED for
+/// both. OUT_OF_RANGE has no other source in these services.
+fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
+    let headers = response.headers_mut();
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    if headers.get("grpc-status").is_some_and(|status| status.as_bytes() == out_of_range.as_bytes()) {
+        let exhausted = (Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&exhausted) {
+            headers.insert("grpc-status", value);
+        }
+    }
+}
+
+struct ExportUnary<K> {
+    ingestor: Arc<Ingestor>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: ExportKind> UnaryService<K::Request> for ExportUnary<K> {
+    type Response = K::Response;
+    type Future = BoxFuture<tonic::Response<K::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<K::Request>) -> Self::Future {
+        let ingestor = self.ingestor.clone();
+        Box::pin(async move {
+            let request = request.into_inner();
+            let encoded_len = prost::Message::encoded_len(&request);
+            match ingestor.export(K::into_export(request), encoded_len).await {
+                Ok(rejections) => Ok(tonic::Response::new(K::response(&rejections))),
+                Err(error) => Err(grpc_status(&error, ingestor.limits().retry_after_secs)),
+            }
+        })
+    }
+}
+
+/// The one place ingest errors become gRPC statuses.
+fn grpc_status(error: &IngestError, retry_after_secs: u64) -> Status {
+    match error {
+        IngestError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        IngestError::TooLarge { .. } => Status::resource_exhausted(error.to_string()),
+        IngestError::Refused(_) | IngestError::Store(_) => Status::with_error_details(
+            Code::Unavailable,
+            error.to_string(),
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(retry_after_secs))),
+        ),
+    }
+}
+
+/// The gRPC routes of all three services.
+pub fn routes(ingestor: &Arc<Ingestor>) -> tonic::service::Routes {
+    tonic::service::Routes::new(ExportService::<Traces>::new(ingestor.clone()))
+        .add_service(ExportService::<Metrics>::new(ingestor.clone()))
+        .add_service(ExportService::<Logs>::new(ingestor.clone()))
+}

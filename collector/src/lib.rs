@@ -1,0 +1,27 @@
+//! Meshlight collector: OTLP ingest into a durable embedded columnar store, queried with SQL.
+//!
+//! The data path reads top to bottom: [`ingest`] decodes OTLP and converts it with
+//! [`schema`] into Arrow batches; [`store`] makes them durable (WAL), queryable (memtable)
+//! and compact (Parquet); [`query`] runs SQL over memtable and files as one table per
+//! name; [`api`] serves queries and self-metrics; [`server`] wires it all for
+//! `meshlight serve`.
+//!
+//! ```
+//! use meshlight_collector::schema::Table;
+//!
+//! // Every table has the OpenTelemetry Collector ClickHouse exporter's name and columns.
+//! assert_eq!(Table::Traces.name(), "otel_traces");
+//! assert!(Table::Traces.schema().field_with_name("TraceId").is_ok());
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod loadgen;
+pub mod query;
+pub mod schema;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+#[cfg(test)]
+mod test_data;

@@ -1,0 +1,193 @@
+//! `meshlight`: the collector binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use meshlight_collector::api::ARROW_STREAM;
+use meshlight_collector::config::{Config, FsyncPolicy};
+use meshlight_collector::server;
+
+/// Environment variable naming the config file (same as `--config`).
+const CONFIG_ENV: &str = "MESHLIGHT_CONFIG";
+/// Environment variable with the API URL for client commands (same as `--api`).
+const API_ENV: &str = "MESHLIGHT_API";
+
+#[derive(Debug, Parser)]
+#[command(name = "meshlight", version, about = "Meshlight: an observability pipeline for microservices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector: OTLP ingest, the embedded store and the query API.
+    Serve(Box<ServeArgs>),
+    /// Run a SQL query against a running collector and print the result.
+    Sql(SqlArgs),
+}
+
+/// Every setting of the config file can be overridden by its flag.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long, env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long)]
+    otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long)]
+    otlp_http: Option<SocketAddr>,
+    /// Query API, /metrics, /ready and /health listen address [default: 127.0.0.1:7070].
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Data directory for the WAL and Parquet files [default: ./meshlight-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// limits.max_request_bytes: largest decompressed request [default: 67108864].
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+    /// limits.memory_limit_bytes: buffered bytes above which ingest refuses retryably [default: 536870912].
+    #[arg(long)]
+    memory_limit_bytes: Option<usize>,
+    /// limits.retry_after_secs: back-off advertised to refused clients [default: 1].
+    #[arg(long)]
+    retry_after_secs: Option<u64>,
+    /// wal.fsync: when the WAL is fsynced [default: always].
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncPolicy>,
+    /// wal.fsync_interval_ms: fsync period of the interval policy [default: 100].
+    #[arg(long)]
+    fsync_interval_ms: Option<u64>,
+    /// wal.group_commit_max_bytes: most bytes per group commit [default: 16777216].
+    #[arg(long)]
+    group_commit_max_bytes: Option<usize>,
+    /// storage.flush_bytes: memtable size that triggers a flush to Parquet [default: 33554432].
+    #[arg(long)]
+    flush_bytes: Option<usize>,
+    /// storage.flush_interval_secs: memtable age that triggers a flush [default: 60].
+    #[arg(long)]
+    flush_interval_secs: Option<u64>,
+    /// storage.row_group_rows: most rows per Parquet row group [default: 131072].
+    #[arg(long)]
+    row_group_rows: Option<usize>,
+    /// storage.zstd_level: Parquet zstd level, 1–22 [default: 3].
+    #[arg(long)]
+    zstd_level: Option<i32>,
+    /// storage.compaction_min_files: files in an hour partition that trigger compaction [default: 4].
+    #[arg(long)]
+    compaction_min_files: Option<usize>,
+    /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 268435456].
+    #[arg(long)]
+    compaction_max_input_bytes: Option<u64>,
+    /// storage.maintenance_interval_secs: how often compaction and retention run [default: 30].
+    #[arg(long)]
+    maintenance_interval_secs: Option<u64>,
+    /// storage.retention_hours: delete data older than this; 0 keeps all [default: 168].
+    #[arg(long)]
+    retention_hours: Option<u64>,
+    /// query.timeout_secs: SQL query timeout [default: 30].
+    #[arg(long)]
+    query_timeout_secs: Option<u64>,
+    /// query.max_rows: most rows a query may return [default: 100000].
+    #[arg(long)]
+    query_max_rows: Option<usize>,
+    /// query.memory_limit_bytes: memory for sorts, joins and aggregations [default: 1073741824].
+    #[arg(long)]
+    query_memory_limit_bytes: Option<usize>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        fn set<T>(target: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *target = value;
+            }
+        }
+        set(&mut config.otlp_grpc, self.otlp_grpc);
+        set(&mut config.otlp_http, self.otlp_http);
+        set(&mut config.api, self.api);
+        set(&mut config.data_dir, self.data_dir);
+        set(&mut config.limits.max_request_bytes, self.max_request_bytes);
+        set(&mut config.limits.memory_limit_bytes, self.memory_limit_bytes);
+        set(&mut config.limits.retry_after_secs, self.retry_after_secs);
+        set(&mut config.wal.fsync, self.fsync);
+        set(&mut config.wal.fsync_interval_ms, self.fsync_interval_ms);
+        set(&mut config.wal.group_commit_max_bytes, self.group_commit_max_bytes);
+        set(&mut config.storage.flush_bytes, self.flush_bytes);
+        set(&mut config.storage.flush_interval_secs, self.flush_interval_secs);
+        set(&mut config.storage.row_group_rows, self.row_group_rows);
+        set(&mut config.storage.zstd_level, self.zstd_level);
+        set(&mut config.storage.compaction_min_files, self.compaction_min_files);
+        set(&mut config.storage.compaction_max_input_bytes, self.compaction_max_input_bytes);
+        set(&mut config.storage.maintenance_interval_secs, self.maintenance_interval_secs);
+        set(&mut config.storage.retention_hours, self.retention_hours);
+        set(&mut config.query.timeout_secs, self.query_timeout_secs);
+        set(&mut config.query.max_rows, self.query_max_rows);
+        set(&mut config.query.memory_limit_bytes, self.query_memory_limit_bytes);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// Base URL of the collector's API.
+    #[arg(long, env = API_ENV, default_value = "http://127.0.0.1:7070")]
+    api: String,
+    /// Print the rows as the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The SQL statement (quote table columns: "ServiceName").
+    query: String,
+}
+
+async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/sql", args.api.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().post(&url).json(&serde_json::json!({ "query": args.query }));
+    if !args.json {
+        request = request.header(reqwest::header::ACCEPT, ARROW_STREAM);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the response")?;
+    if !status.is_success() {
+        anyhow::bail!("query failed ({status}): {}", String::from_utf8_lossy(&body));
+    }
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(&body[..], None).context("decoding the result")?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().context("decoding the result")?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+    println!("{rows} row(s)");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            server::serve(config, server::termination_signal()).await?;
+        }
+        Command::Sql(args) => run_sql(args).await?,
+    }
+    Ok(())
+}

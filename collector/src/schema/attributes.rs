@@ -1,0 +1,273 @@
+//! Attribute maps and the other string-ish OTLP values, as the tables store them.
+//!
+//! Attribute values are stored as strings, the way the Collector's `AsString` renders them
+//! (and so the ClickHouse exporter stores them): strings as they are, integers in decimal,
+//! doubles in shortest round-trip form, booleans `true`/`false`, bytes base64, arrays and
+//! key-value lists as compact JSON. Values keep their exact value; only the type of a scalar
+//! is implied rather than stored.
+
+use std::fmt::Write as _;
+
+use arrow::array::{
+    ArrayBuilder, ListBuilder, MapBuilder, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::ingest::wire::{AnyValue, InstrumentationScope, KeyValue, Resource, any_value};
+use crate::schema::RejectReason;
+
+/// Builder of a `Map<Utf8, Utf8>` attributes column.
+pub(crate) type AttributesBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+pub(crate) fn attributes_builder() -> AttributesBuilder {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+}
+
+pub(crate) fn attributes_list_builder() -> ListBuilder<AttributesBuilder> {
+    ListBuilder::new(attributes_builder())
+}
+
+pub(crate) fn timestamp_builder() -> TimestampNanosecondBuilder {
+    TimestampNanosecondBuilder::new().with_timezone("UTC")
+}
+
+pub(crate) fn timestamp_list_builder() -> ListBuilder<TimestampNanosecondBuilder> {
+    ListBuilder::new(timestamp_builder())
+}
+
+pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
+    ListBuilder::new(StringBuilder::new())
+}
+
+pub(crate) fn u32_list_builder() -> ListBuilder<UInt32Builder> {
+    ListBuilder::new(UInt32Builder::new())
+}
+
+/// The text of a field already checked with [`is_text`].
+pub(crate) fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+pub(crate) fn is_text(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok()
+}
+
+pub(crate) fn any_value_is_text(value: &AnyValue) -> bool {
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => is_text(s),
+        Some(any_value::Value::ArrayValue(array)) => array.values.iter().all(any_value_is_text),
+        Some(any_value::Value::KvlistValue(list)) => attributes_are_text(&list.values),
+        _ => true,
+    }
+}
+
+/// Whether every key and string value (nested ones too) is valid UTF-8.
+pub(crate) fn attributes_are_text(attributes: &[KeyValue]) -> bool {
+    attributes
+        .iter()
+        .all(|kv| is_text(&kv.key) && kv.value.as_ref().is_none_or(any_value_is_text))
+}
+
+/// Checks a resource and scope before any of their items are converted: if either holds
+/// invalid UTF-8, every item under them is rejected.
+pub(crate) fn check_resource_and_scope(
+    resource: Option<&Resource>,
+    scope: Option<&InstrumentationScope>,
+    schema_urls: [&[u8]; 2],
+) -> Result<(), RejectReason> {
+    let resource_ok = resource.is_none_or(|r| attributes_are_text(&r.attributes));
+    let scope_ok = scope.is_none_or(|s| {
+        is_text(&s.name) && is_text(&s.version) && attributes_are_text(&s.attributes)
+    });
+    if resource_ok && scope_ok && schema_urls.iter().all(|url| is_text(url)) {
+        Ok(())
+    } else {
+        Err(RejectReason::InvalidUtf8)
+    }
+}
+
+/// Renders a value the way the Collector's `AsString` does (see the module docs).
+pub fn any_value_to_string(value: Option<&AnyValue>, out: &mut String) {
+    out.clear();
+    let Some(value) = value.and_then(|v| v.value.as_ref()) else {
+        return;
+    };
+    match value {
+        any_value::Value::StringValue(s) => out.push_str(text(s)),
+        any_value::Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
+        any_value::Value::IntValue(i) => {
+            let _ = write!(out, "{i}");
+        }
+        any_value::Value::DoubleValue(d) => push_double(*d, out),
+        any_value::Value::BytesValue(bytes) => BASE64.encode_string(bytes, out),
+        any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_) => {
+            out.push_str(&any_value_to_json(value).to_string());
+        }
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, which is what the Collector writes.
+fn push_double(value: f64, out: &mut String) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+fn any_value_to_json(value: &any_value::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        any_value::Value::StringValue(s) => Json::String(text(s).to_owned()),
+        any_value::Value::BoolValue(b) => Json::Bool(*b),
+        any_value::Value::IntValue(i) => Json::from(*i),
+        any_value::Value::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
+        }
+        any_value::Value::BytesValue(bytes) => Json::String(BASE64.encode(bytes)),
+        any_value::Value::ArrayValue(array) => Json::Array(
+            array
+                .values
+                .iter()
+                .map(|v| v.value.as_ref().map_or(Json::Null, any_value_to_json))
+                .collect(),
+        ),
+        any_value::Value::KvlistValue(list) => Json::Object(
+            list.values
+                .iter()
+                .map(|kv| {
+                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                    (text(&kv.key).to_owned(), value.map_or(Json::Null, any_value_to_json))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Attributes rendered once, for values repeated on every row (resource and scope).
+#[derive(Debug, Default)]
+pub(crate) struct RenderedAttributes {
+    pairs: Vec<(String, String)>,
+}
+
+impl RenderedAttributes {
+    pub(crate) fn new(attributes: &[KeyValue]) -> Self {
+        let mut rendered = String::new();
+        let pairs = attributes
+            .iter()
+            .map(|kv| {
+                any_value_to_string(kv.value.as_ref(), &mut rendered);
+                (text(&kv.key).to_owned(), rendered.clone())
+            })
+            .collect();
+        Self { pairs }
+    }
+
+    /// The string value of `key`, if present.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn append_to(&self, builder: &mut AttributesBuilder) {
+        for (key, value) in &self.pairs {
+            builder.keys().append_value(key);
+            builder.values().append_value(value);
+        }
+        append_map_entry(builder);
+    }
+}
+
+/// The resource and scope that every row of one `Scope*` message repeats.
+pub(crate) struct Context {
+    pub(crate) service_name: String,
+    pub(crate) resource_attributes: RenderedAttributes,
+    pub(crate) resource_schema_url: String,
+    pub(crate) scope_name: String,
+    pub(crate) scope_version: String,
+    pub(crate) scope_attributes: RenderedAttributes,
+    pub(crate) scope_dropped_attributes_count: u32,
+    pub(crate) scope_schema_url: String,
+}
+
+impl Context {
+    /// Call only after [`check_resource_and_scope`] accepted the same values.
+    pub(crate) fn new(
+        resource: Option<&Resource>,
+        resource_schema_url: &[u8],
+        scope: Option<&InstrumentationScope>,
+        scope_schema_url: &[u8],
+    ) -> Self {
+        let resource_attributes =
+            RenderedAttributes::new(resource.map_or(&[][..], |r| &r.attributes));
+        let service_name = resource_attributes.get("service.name").unwrap_or_default().to_owned();
+        Self {
+            service_name,
+            resource_attributes,
+            resource_schema_url: text(resource_schema_url).to_owned(),
+            scope_name: scope.map_or("", |s| text(&s.name)).to_owned(),
+            scope_version: scope.map_or("", |s| text(&s.version)).to_owned(),
+            scope_attributes: RenderedAttributes::new(scope.map_or(&[][..], |s| &s.attributes)),
+            scope_dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
+            scope_schema_url: text(scope_schema_url).to_owned(),
+        }
+    }
+}
+
+/// Appends one map row holding `attributes`; `scratch` is reused across calls.
+pub(crate) fn append_attributes(
+    builder: &mut AttributesBuilder,
+    attributes: &[KeyValue],
+    scratch: &mut String,
+) {
+    for kv in attributes {
+        any_value_to_string(kv.value.as_ref(), scratch);
+        builder.keys().append_value(text(&kv.key));
+        builder.values().append_value(scratch.as_str());
+    }
+    append_map_entry(builder);
+}
+
+fn append_map_entry(builder: &mut AttributesBuilder) {
+    // Keys and values were appended in pairs just above, the only way `append` can fail.
+    if let Err(error) = builder.append(true) {
+        unreachable!("map keys and values out of step: {error}");
+    }
+}
+
+/// Lowercase hex of an id, empty for an empty id (the exporter's convention for "none").
+pub(crate) fn append_hex(builder: &mut StringBuilder, id: &[u8]) {
+    let mut buffer = [0u8; 64];
+    let Some(out) = buffer.get_mut(..id.len() * 2) else {
+        // Longer ids never reach here: validation rejects them first.
+        builder.append_value(hex::encode(id));
+        return;
+    };
+    match hex::encode_to_slice(id, out) {
+        Ok(()) => builder.append_value(text(out)),
+        Err(_) => builder.append_value(hex::encode(id)),
+    }
+}
+
+/// Nanoseconds since the epoch as Arrow stores them (signed), or `None` past year 2262.
+pub(crate) fn nanos(unix_nanos: u64) -> Option<i64> {
+    i64::try_from(unix_nanos).ok()
+}
+
+/// Whether an id is well formed: the right length and not all zero.
+pub(crate) fn is_valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|b| *b != 0)
+}
+
+/// Whether an optional id (trace id on a log record, say) is absent or well formed.
+pub(crate) fn is_valid_optional_id(id: &[u8], len: usize) -> bool {
+    id.is_empty() || is_valid_id(id, len)
+}
+
+/// The builder of a nested `List<…>` column finished for one row.
+pub(crate) fn end_list<B: ArrayBuilder>(builder: &mut ListBuilder<B>) {
+    builder.append(true);
+}

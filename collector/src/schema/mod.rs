@@ -1,0 +1,290 @@
+//! The logical schema shared by every storage backend, and the conversion of decoded OTLP
+//! into Arrow record batches in that schema.
+//!
+//! Column and table names are those of the OpenTelemetry Collector ClickHouse exporter, so
+//! SQL written for one backend runs on the other. Meshlight adds a few columns the exporter
+//! leaves out (flags, schema URLs, dropped counts); ARCHITECTURE.md lists them and the
+//! OTLP → column mapping.
+
+mod attributes;
+mod logs;
+mod metrics;
+mod traces;
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::ArrayRef;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+pub use attributes::any_value_to_string;
+pub use logs::logs_to_batch;
+pub use metrics::{metric_data_points, metrics_to_batches};
+pub use traces::traces_to_batch;
+
+/// One table of the store. The discriminant is the table's id in WAL records: never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Table {
+    Traces = 1,
+    Logs = 2,
+    MetricsGauge = 3,
+    MetricsSum = 4,
+    MetricsHistogram = 5,
+    MetricsExpHistogram = 6,
+    MetricsSummary = 7,
+}
+
+impl Table {
+    /// Every table, in id order.
+    pub const ALL: [Table; 7] = [
+        Table::Traces,
+        Table::Logs,
+        Table::MetricsGauge,
+        Table::MetricsSum,
+        Table::MetricsHistogram,
+        Table::MetricsExpHistogram,
+        Table::MetricsSummary,
+    ];
+
+    /// The SQL table name (and directory name under the data directory).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Traces => "otel_traces",
+            Table::Logs => "otel_logs",
+            Table::MetricsGauge => "otel_metrics_gauge",
+            Table::MetricsSum => "otel_metrics_sum",
+            Table::MetricsHistogram => "otel_metrics_histogram",
+            Table::MetricsExpHistogram => "otel_metrics_exp_histogram",
+            Table::MetricsSummary => "otel_metrics_summary",
+        }
+    }
+
+    /// The id written in WAL records.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// The table with this WAL id, if any.
+    pub fn from_id(id: u8) -> Option<Table> {
+        Table::ALL.into_iter().find(|table| table.id() == id)
+    }
+
+    /// The signal this table stores, as used in self-metrics labels.
+    pub fn signal(self) -> Signal {
+        match self {
+            Table::Traces => Signal::Traces,
+            Table::Logs => Signal::Logs,
+            _ => Signal::Metrics,
+        }
+    }
+
+    /// The event-time column: it decides the `date=/hour=` partition and retention.
+    pub fn time_column(self) -> &'static str {
+        match self.signal() {
+            Signal::Traces | Signal::Logs => "Timestamp",
+            Signal::Metrics => "TimeUnix",
+        }
+    }
+
+    /// Sort order inside a Parquet file, chosen so that similar rows sit together and
+    /// compress well (and so that time-range scans within a series are contiguous).
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self.signal() {
+            Signal::Traces => &["ServiceName", "SpanName", "Timestamp"],
+            Signal::Logs => &["ServiceName", "SeverityText", "Timestamp"],
+            Signal::Metrics => &["ServiceName", "MetricName", "Attributes", "TimeUnix"],
+        }
+    }
+
+    /// The Arrow schema of the table.
+    pub fn schema(self) -> SchemaRef {
+        static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+        let schemas =
+            SCHEMAS.get_or_init(|| Table::ALL.iter().map(|table| table.derive_schema()).collect());
+        schemas[self as usize - 1].clone()
+    }
+
+    /// The schema is whatever the table's builders produce, so the two cannot disagree.
+    fn derive_schema(self) -> SchemaRef {
+        match self {
+            Table::Traces => traces::TraceColumns::derive_schema(),
+            Table::Logs => logs::LogColumns::derive_schema(),
+            Table::MetricsGauge => metrics::GaugeColumns::derive_schema(),
+            Table::MetricsSum => metrics::SumColumns::derive_schema(),
+            Table::MetricsHistogram => metrics::HistogramColumns::derive_schema(),
+            Table::MetricsExpHistogram => metrics::ExpHistogramColumns::derive_schema(),
+            Table::MetricsSummary => metrics::SummaryColumns::derive_schema(),
+        }
+    }
+}
+
+/// An OTLP signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    /// Lowercase name, as in `/v1/<name>` and self-metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+/// Why one item (span, log record, data point) of a request was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    InvalidTraceId,
+    InvalidSpanId,
+    EndBeforeStart,
+    InvalidUtf8,
+    TimestampOutOfRange,
+    InvalidDataPoint,
+}
+
+impl RejectReason {
+    const COUNT: usize = 6;
+
+    /// The self-metric label and the start of the partial-success message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidTraceId => "invalid_trace_id",
+            RejectReason::InvalidSpanId => "invalid_span_id",
+            RejectReason::EndBeforeStart => "end_before_start",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::InvalidDataPoint => "invalid_data_point",
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            RejectReason::InvalidTraceId => "trace id must be 16 bytes and not all zero",
+            RejectReason::InvalidSpanId => "span id must be 8 bytes and not all zero",
+            RejectReason::EndBeforeStart => "span ends before it starts",
+            RejectReason::InvalidUtf8 => "a string field is not valid UTF-8",
+            RejectReason::TimestampOutOfRange => "timestamp does not fit in signed 64-bit nanoseconds",
+            RejectReason::InvalidDataPoint => {
+                "histogram bucket counts do not match the explicit bounds"
+            }
+        }
+    }
+
+    const ALL: [RejectReason; Self::COUNT] = [
+        RejectReason::InvalidTraceId,
+        RejectReason::InvalidSpanId,
+        RejectReason::EndBeforeStart,
+        RejectReason::InvalidUtf8,
+        RejectReason::TimestampOutOfRange,
+        RejectReason::InvalidDataPoint,
+    ];
+}
+
+/// The items of one request that were not stored, for the OTLP partial-success response.
+#[derive(Debug, Default, Clone)]
+pub struct Rejections {
+    counts: [u64; RejectReason::COUNT],
+}
+
+impl Rejections {
+    pub(crate) fn add(&mut self, reason: RejectReason, items: u64) {
+        self.counts[reason as usize] += items;
+    }
+
+    /// Items rejected in all.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Rejected items per reason (only reasons that occurred).
+    pub fn by_reason(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL
+            .into_iter()
+            .map(|reason| (reason, self.counts[reason as usize]))
+            .filter(|(_, count)| *count > 0)
+    }
+
+    /// The partial-success `error_message`: every reason with its count.
+    pub fn message(&self) -> String {
+        let parts: Vec<String> = self
+            .by_reason()
+            .map(|(reason, count)| {
+                format!("{count} rejected ({}: {})", reason.as_str(), reason.explanation())
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// Arrow builders for a set of columns, declared once: the struct, its constructor, the
+/// column names and the finished arrays all come from one list, so they cannot drift apart.
+macro_rules! columns {
+    ($(#[$meta:meta])* $name:ident { $($field:ident: $ty:ty = $init:expr => $column:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        pub(crate) struct $name {
+            $(pub(crate) $field: $ty,)+
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $init,)+ }
+            }
+        }
+
+        impl $crate::schema::Columns for $name {
+            fn names(&self) -> Vec<&'static str> {
+                vec![$($column),+]
+            }
+
+            fn finish_arrays(&mut self) -> Vec<arrow::array::ArrayRef> {
+                vec![$(arrow::array::ArrayBuilder::finish(&mut self.$field)),+]
+            }
+        }
+    };
+}
+pub(crate) use columns;
+
+/// A set of column builders that together produce (part of) a table's rows.
+pub(crate) trait Columns: Default {
+    /// Column names in schema order.
+    fn names(&self) -> Vec<&'static str>;
+
+    /// The finished arrays in schema order; the builders are left empty.
+    fn finish_arrays(&mut self) -> Vec<ArrayRef>;
+
+    /// The schema these builders produce.
+    fn derive_schema() -> SchemaRef {
+        let mut empty = Self::default();
+        schema_of(&empty.names(), &empty.finish_arrays())
+    }
+}
+
+/// A schema whose field types are those of `arrays` (all nullable: absence is data too).
+fn schema_of(names: &[&str], arrays: &[ArrayRef]) -> SchemaRef {
+    use arrow::datatypes::{Field, Schema};
+    debug_assert_eq!(names.len(), arrays.len());
+    let fields: Vec<Field> = names
+        .iter()
+        .zip(arrays)
+        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Builds a batch; the arrays come from the builders that also defined the schema, so a
+/// mismatch is a programming error, not a data error.
+pub(crate) fn batch(table: Table, arrays: Vec<ArrayRef>) -> RecordBatch {
+    let schema = table.schema();
+    match RecordBatch::try_new(schema, arrays) {
+        Ok(batch) => batch,
+        Err(error) => unreachable!("builders disagree with their own schema: {error}"),
+    }
+}

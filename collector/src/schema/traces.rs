@@ -1,0 +1,298 @@
+//! OTLP spans → `otel_traces`.
+
+use arrow::array::{
+    ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::record_batch::RecordBatch;
+
+use super::attributes::{
+    AttributesBuilder, Context, append_attributes, append_hex, attributes_are_text,
+    attributes_builder, attributes_list_builder, check_resource_and_scope, end_list, is_text,
+    is_valid_id, nanos, string_list_builder, text, timestamp_builder, timestamp_list_builder,
+    u32_list_builder,
+};
+use super::{Columns as _, RejectReason, Rejections, Table, batch, columns};
+use crate::ingest::wire::{ExportTraceServiceRequest, Span};
+
+columns! {
+    /// The columns of `otel_traces`.
+    TraceColumns {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
+        trace_id: StringBuilder = StringBuilder::new() => "TraceId",
+        span_id: StringBuilder = StringBuilder::new() => "SpanId",
+        parent_span_id: StringBuilder = StringBuilder::new() => "ParentSpanId",
+        trace_state: StringBuilder = StringBuilder::new() => "TraceState",
+        span_name: StringBuilder = StringBuilder::new() => "SpanName",
+        span_kind: StringBuilder = StringBuilder::new() => "SpanKind",
+        service_name: StringBuilder = StringBuilder::new() => "ServiceName",
+        resource_attributes: AttributesBuilder = attributes_builder() => "ResourceAttributes",
+        scope_name: StringBuilder = StringBuilder::new() => "ScopeName",
+        scope_version: StringBuilder = StringBuilder::new() => "ScopeVersion",
+        span_attributes: AttributesBuilder = attributes_builder() => "SpanAttributes",
+        duration: UInt64Builder = UInt64Builder::new() => "Duration",
+        status_code: StringBuilder = StringBuilder::new() => "StatusCode",
+        status_message: StringBuilder = StringBuilder::new() => "StatusMessage",
+        events_timestamp: ListBuilder<TimestampNanosecondBuilder> = timestamp_list_builder() => "Events.Timestamp",
+        events_name: ListBuilder<StringBuilder> = string_list_builder() => "Events.Name",
+        events_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder() => "Events.Attributes",
+        links_trace_id: ListBuilder<StringBuilder> = string_list_builder() => "Links.TraceId",
+        links_span_id: ListBuilder<StringBuilder> = string_list_builder() => "Links.SpanId",
+        links_trace_state: ListBuilder<StringBuilder> = string_list_builder() => "Links.TraceState",
+        links_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder() => "Links.Attributes",
+        // Meshlight additions to the exporter's schema.
+        trace_flags: UInt32Builder = UInt32Builder::new() => "TraceFlags",
+        resource_schema_url: StringBuilder = StringBuilder::new() => "ResourceSchemaUrl",
+        scope_schema_url: StringBuilder = StringBuilder::new() => "ScopeSchemaUrl",
+        scope_attributes: AttributesBuilder = attributes_builder() => "ScopeAttributes",
+        dropped_attributes_count: UInt32Builder = UInt32Builder::new() => "DroppedAttributesCount",
+        dropped_events_count: UInt32Builder = UInt32Builder::new() => "DroppedEventsCount",
+        dropped_links_count: UInt32Builder = UInt32Builder::new() => "DroppedLinksCount",
+        events_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Events.DroppedAttributesCount",
+        links_flags: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.Flags",
+        links_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.DroppedAttributesCount",
+    }
+}
+
+impl TraceColumns {
+    fn append(&mut self, context: &Context, span: &Span, start: i64, scratch: &mut String) {
+        self.timestamp.append_value(start);
+        append_hex(&mut self.trace_id, &span.trace_id);
+        append_hex(&mut self.span_id, &span.span_id);
+        append_hex(&mut self.parent_span_id, &span.parent_span_id);
+        self.trace_state.append_value(text(&span.trace_state));
+        self.span_name.append_value(text(&span.name));
+        self.span_kind.append_value(span_kind_name(span.kind));
+        self.service_name.append_value(&context.service_name);
+        context.resource_attributes.append_to(&mut self.resource_attributes);
+        self.scope_name.append_value(&context.scope_name);
+        self.scope_version.append_value(&context.scope_version);
+        append_attributes(&mut self.span_attributes, &span.attributes, scratch);
+        self.duration.append_value(span.end_time_unix_nano - span.start_time_unix_nano);
+        let status = span.status.as_ref();
+        self.status_code.append_value(status_code_name(status.map_or(0, |s| s.code)));
+        self.status_message.append_value(status.map_or("", |s| text(&s.message)));
+
+        for event in &span.events {
+            // Event times were range-checked by `check_span`.
+            self.events_timestamp.values().append_value(nanos(event.time_unix_nano).unwrap_or(0));
+            self.events_name.values().append_value(text(&event.name));
+            append_attributes(self.events_attributes.values(), &event.attributes, scratch);
+            self.events_dropped_attributes_count.values().append_value(event.dropped_attributes_count);
+        }
+        end_list(&mut self.events_timestamp);
+        end_list(&mut self.events_name);
+        end_list(&mut self.events_attributes);
+        end_list(&mut self.events_dropped_attributes_count);
+
+        for link in &span.links {
+            append_hex(self.links_trace_id.values(), &link.trace_id);
+            append_hex(self.links_span_id.values(), &link.span_id);
+            self.links_trace_state.values().append_value(text(&link.trace_state));
+            append_attributes(self.links_attributes.values(), &link.attributes, scratch);
+            self.links_flags.values().append_value(link.flags);
+            self.links_dropped_attributes_count.values().append_value(link.dropped_attributes_count);
+        }
+        end_list(&mut self.links_trace_id);
+        end_list(&mut self.links_span_id);
+        end_list(&mut self.links_trace_state);
+        end_list(&mut self.links_attributes);
+        end_list(&mut self.links_flags);
+        end_list(&mut self.links_dropped_attributes_count);
+
+        self.trace_flags.append_value(span.flags);
+        self.resource_schema_url.append_value(&context.resource_schema_url);
+        self.scope_schema_url.append_value(&context.scope_schema_url);
+        context.scope_attributes.append_to(&mut self.scope_attributes);
+        self.dropped_attributes_count.append_value(span.dropped_attributes_count);
+        self.dropped_events_count.append_value(span.dropped_events_count);
+        self.dropped_links_count.append_value(span.dropped_links_count);
+    }
+}
+
+/// Converts the valid spans of a request into one `otel_traces` batch; invalid spans are
+/// counted in `rejections` and left out. Returns `None` when no span was valid.
+pub fn traces_to_batch(
+    request: &ExportTraceServiceRequest,
+    rejections: &mut Rejections,
+) -> Option<RecordBatch> {
+    let mut columns = TraceColumns::default();
+    let mut rows = 0usize;
+    let mut scratch = String::new();
+    for resource_spans in &request.resource_spans {
+        for scope_spans in &resource_spans.scope_spans {
+            let checked = check_resource_and_scope(
+                resource_spans.resource.as_ref(),
+                scope_spans.scope.as_ref(),
+                [&resource_spans.schema_url, &scope_spans.schema_url],
+            );
+            if let Err(reason) = checked {
+                rejections.add(reason, scope_spans.spans.len() as u64);
+                continue;
+            }
+            let context = Context::new(
+                resource_spans.resource.as_ref(),
+                &resource_spans.schema_url,
+                scope_spans.scope.as_ref(),
+                &scope_spans.schema_url,
+            );
+            for span in &scope_spans.spans {
+                match check_span(span) {
+                    Ok(start) => {
+                        columns.append(&context, span, start, &mut scratch);
+                        rows += 1;
+                    }
+                    Err(reason) => rejections.add(reason, 1),
+                }
+            }
+        }
+    }
+    if rows == 0 {
+        return None;
+    }
+    Some(batch(Table::Traces, columns.finish_arrays()))
+}
+
+/// Validates a span, returning its start time as stored.
+fn check_span(span: &Span) -> Result<i64, RejectReason> {
+    if !is_valid_id(&span.trace_id, 16) {
+        return Err(RejectReason::InvalidTraceId);
+    }
+    let parent_ok = span.parent_span_id.is_empty() || is_valid_id(&span.parent_span_id, 8);
+    if !is_valid_id(&span.span_id, 8) || !parent_ok {
+        return Err(RejectReason::InvalidSpanId);
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err(RejectReason::EndBeforeStart);
+    }
+    let links_ok = span
+        .links
+        .iter()
+        .all(|link| is_valid_id(&link.trace_id, 16) && is_valid_id(&link.span_id, 8));
+    if !links_ok {
+        return Err(RejectReason::InvalidSpanId);
+    }
+    let texts_ok = is_text(&span.name)
+        && is_text(&span.trace_state)
+        && attributes_are_text(&span.attributes)
+        && span.status.as_ref().is_none_or(|s| is_text(&s.message))
+        && span.events.iter().all(|e| is_text(&e.name) && attributes_are_text(&e.attributes))
+        && span.links.iter().all(|l| is_text(&l.trace_state) && attributes_are_text(&l.attributes));
+    if !texts_ok {
+        return Err(RejectReason::InvalidUtf8);
+    }
+    let times_ok = nanos(span.end_time_unix_nano).is_some()
+        && span.events.iter().all(|e| nanos(e.time_unix_nano).is_some());
+    let start = nanos(span.start_time_unix_nano);
+    match start {
+        Some(start) if times_ok => Ok(start),
+        _ => Err(RejectReason::TimestampOutOfRange),
+    }
+}
+
+/// The exporter's names for `Span.SpanKind` (Collector `traceutil.SpanKindStr`).
+fn span_kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "Internal",
+        2 => "Server",
+        3 => "Client",
+        4 => "Producer",
+        5 => "Consumer",
+        _ => "Unspecified",
+    }
+}
+
+/// The exporter's names for `Status.StatusCode` (Collector `traceutil.StatusCodeStr`).
+fn status_code_name(code: i32) -> &'static str {
+    match code {
+        1 => "Ok",
+        2 => "Error",
+        _ => "Unset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray, MapArray};
+    use arrow::datatypes::{TimestampNanosecondType, UInt64Type};
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::test_data::{request_with, sample_traces_request, span};
+
+    fn map_row(map: &MapArray, row: usize) -> Vec<(String, String)> {
+        let entries = map.value(row);
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_string::<i32>();
+        (0..entries.len()).map(|i| (keys.value(i).to_owned(), values.value(i).to_owned())).collect()
+    }
+
+    #[test]
+    fn spans_keep_ids_times_and_every_attribute_value() {
+        let mut rejections = Rejections::default();
+        let batch = traces_to_batch(&sample_traces_request(2), &mut rejections).expect("rows");
+        assert_eq!(rejections.total(), 0);
+        assert_eq!(batch.num_rows(), 2);
+        let column = |name: &str| batch.column_by_name(name).expect(name).clone();
+        assert_eq!(column("TraceId").as_string::<i32>().value(1), "00000000000000000000000000000002");
+        assert_eq!(column("SpanId").as_string::<i32>().value(1), "0000000000000002");
+        assert_eq!(column("ParentSpanId").as_string::<i32>().value(0), "");
+        assert_eq!(
+            column("Timestamp").as_primitive::<TimestampNanosecondType>().value(1),
+            1_700_000_000_000_000_001
+        );
+        assert_eq!(column("Duration").as_primitive::<UInt64Type>().value(0), 1_000_000);
+        assert_eq!(column("SpanKind").as_string::<i32>().value(0), "Server");
+        assert_eq!(column("StatusCode").as_string::<i32>().value(0), "Error");
+        assert_eq!(column("ServiceName").as_string::<i32>().value(0), "svc");
+        let attributes = map_row(column("SpanAttributes").as_map(), 0);
+        let expected = [
+            ("str", "hello"),
+            ("int", "-42"),
+            ("double", "2.5"),
+            ("bool", "true"),
+            ("bytes", "AAH+/w=="),
+            ("array", r#"["a",1]"#),
+            ("kvlist", r#"{"nested":false}"#),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(attributes, expected);
+        let links = column("Links.TraceState");
+        assert_eq!(links.as_list::<i32>().value(0).as_string::<i32>().value(0), "a=b");
+    }
+
+    #[test]
+    fn invalid_spans_are_rejected_one_by_one() {
+        let valid = span(1, 1_000);
+        let mut zero_trace = span(2, 1_000);
+        zero_trace.trace_id = Bytes::from_static(&[0; 16]);
+        let mut short_span_id = span(3, 1_000);
+        short_span_id.span_id = Bytes::from_static(&[1; 4]);
+        let mut backwards = span(4, 1_000);
+        backwards.end_time_unix_nano = 10;
+        let mut bad_utf8 = span(5, 1_000);
+        bad_utf8.name = Bytes::from_static(&[0xff, 0xfe]);
+        let mut bad_attribute = span(6, 1_000);
+        bad_attribute.attributes.push(crate::test_data::attribute(
+            "k",
+            crate::ingest::wire::any_value::Value::StringValue(Bytes::from_static(&[0xc3, 0x28])),
+        ));
+        let request = request_with(vec![valid, zero_trace, short_span_id, backwards, bad_utf8, bad_attribute]);
+
+        let mut rejections = Rejections::default();
+        let batch = traces_to_batch(&request, &mut rejections).expect("the valid span");
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(rejections.total(), 5);
+        let reasons: Vec<_> = rejections.by_reason().collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (RejectReason::InvalidTraceId, 1),
+                (RejectReason::InvalidSpanId, 1),
+                (RejectReason::EndBeforeStart, 1),
+                (RejectReason::InvalidUtf8, 2),
+            ]
+        );
+        assert!(rejections.message().contains("invalid_utf8"));
+    }
+}

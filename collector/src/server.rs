@@ -1,0 +1,141 @@
+//! `meshlight serve`: opens the store and runs the three listeners until shutdown.
+//!
+//! Shutdown order matters for durability: readiness goes false, the ingest listeners stop
+//! accepting and finish the requests they have (each is acknowledged only once durable),
+//! then the store flushes the memtable to Parquet, and the API listener goes last.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::{Ingestor, otlp_grpc, otlp_http};
+use crate::query::SqlEngine;
+use crate::store::{Store, StoreError, StoreSettings};
+use crate::telemetry::SelfMetrics;
+
+/// How long in-flight ingest requests get to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the query engine: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Runs the collector until `shutdown` completes, then drains, flushes and returns.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let metrics = Arc::new(SelfMetrics::default());
+    let settings = StoreSettings {
+        data_dir: config.data_dir.clone(),
+        wal: config.wal.clone(),
+        storage: config.storage.clone(),
+        memory_limit_bytes: config.limits.memory_limit_bytes,
+        file_delete_grace: Duration::from_secs(config.query.timeout_secs + 5),
+    };
+    let store = {
+        let metrics = metrics.clone();
+        let opened = tokio::task::spawn_blocking(move || Store::open(settings, metrics)).await;
+        Arc::new(opened.map_err(|error| StoreError::Corrupt(format!("store open panicked: {error}")))??)
+    };
+    let engine = SqlEngine::new(&store, config.query.clone())?;
+    let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone(), config.limits.clone()));
+    let api_state = Arc::new(ApiState { engine, store: store.clone(), metrics, ready: AtomicBool::new(false) });
+
+    let grpc_listener = bind(config.otlp_grpc).await?;
+    let http_listener = bind(config.otlp_http).await?;
+    let api_listener = bind(config.api).await?;
+
+    let (stop_ingest, ingest_stopped) = watch::channel(false);
+    let (stop_api, api_stopped) = watch::channel(false);
+    let until = |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(otlp_grpc::routes(&ingestor))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                until(ingest_stopped.clone()),
+            ),
+    );
+    let http = tokio::spawn(
+        axum::serve(http_listener, otlp_http::router(ingestor.clone()))
+            .with_graceful_shutdown(until(ingest_stopped))
+            .into_future(),
+    );
+    let api_server = tokio::spawn(
+        axum::serve(api_listener, api::router(api_state.clone()))
+            .with_graceful_shutdown(until(api_stopped))
+            .into_future(),
+    );
+
+    api_state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        otlp_grpc = %config.otlp_grpc,
+        otlp_http = %config.otlp_http,
+        api = %config.api,
+        data_dir = %config.data_dir.display(),
+        "meshlight ready"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: draining ingest");
+    api_state.ready.store(false, Ordering::Relaxed);
+    let _ = stop_ingest.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = grpc.await;
+        let _ = http.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("ingest did not drain in time; unacknowledged requests will be retried by clients");
+    }
+    tracing::info!("flushing the memtable");
+    store.shutdown().await;
+    let _ = stop_api.send(true);
+    let _ = api_server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

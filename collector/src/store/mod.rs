@@ -1,0 +1,317 @@
+//! The embedded store: WAL → memtable → Parquet, with compaction and retention.
+//!
+//! Data path: ingest hands converted batches to [`Store::write`]; the WAL writer thread
+//! appends them to the log (group commit), inserts them into the memtable and only then
+//! acknowledges, so acknowledged data is both durable and queryable. When the memtable is
+//! large or old enough the writer rotates the WAL and freezes the memtable generation; the
+//! maintenance thread writes it to Parquet, swaps it for the files in one step, and retires
+//! the WAL segments. The same thread compacts small files and applies retention.
+//!
+//! Invariant: a row is in exactly one of {memtable, Parquet} as seen by a query snapshot;
+//! flush and compaction change the file set and the memtable under one lock.
+
+mod catalog;
+mod commit;
+mod maintenance;
+mod memtable;
+mod parquet;
+pub mod wal;
+mod writer;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::oneshot;
+
+use crate::config::{StorageConfig, WalConfig};
+use crate::schema::Table;
+use crate::telemetry::{SelfMetrics, TableLabels};
+use catalog::Catalog;
+use memtable::Memtable;
+use wal::{EncodedRecord, Wal};
+
+/// What the store needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+    pub wal: WalConfig,
+    pub storage: StorageConfig,
+    /// Buffered bytes (memtable plus admitted requests) above which writes are refused.
+    pub memory_limit_bytes: usize,
+    /// How long a file replaced by compaction or retention stays on disk for queries that
+    /// already planned to read it.
+    pub file_delete_grace: Duration,
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io { context: &'static str, source: io::Error },
+    #[error("{context}: {source}")]
+    Arrow { context: &'static str, source: arrow::error::ArrowError },
+    #[error("{context}: {source}")]
+    Parquet { context: &'static str, source: ::parquet::errors::ParquetError },
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("write-ahead log write failed: {0}")]
+    Wal(String),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+impl StoreError {
+    fn io(context: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+        move |source| StoreError::Io { context, source }
+    }
+
+    fn arrow(context: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> StoreError {
+        move |source| StoreError::Arrow { context, source }
+    }
+
+    fn parquet(context: &'static str) -> impl FnOnce(::parquet::errors::ParquetError) -> StoreError {
+        move |source| StoreError::Parquet { context, source }
+    }
+}
+
+/// Why a write was refused before it started. Both are retryable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("memory limit reached; retry later")]
+    MemoryLimit,
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Self-metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MemoryLimit => "memory_limit",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// State shared by the store's handle and its threads.
+struct Shared {
+    settings: StoreSettings,
+    wal_dir: PathBuf,
+    state: RwLock<State>,
+    /// Mirror of `state.memtable.bytes()`, readable without the lock on every request.
+    memtable_bytes: AtomicUsize,
+    /// Bytes of requests admitted but not yet in the memtable.
+    admitted_bytes: AtomicUsize,
+    metrics: Arc<SelfMetrics>,
+}
+
+struct State {
+    memtable: Memtable,
+    catalog: Catalog,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Call with the state locked for writing, after changing the memtable or catalog.
+    fn publish_sizes(&self, state: &State) {
+        let bytes = state.memtable.bytes();
+        self.memtable_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.memtable_bytes.set(bytes as i64);
+        for table in Table::ALL {
+            let (files, bytes) = state.catalog.totals(table);
+            let labels = TableLabels { table: table.name() };
+            self.metrics.parquet_files.get_or_create(&labels).set(files as i64);
+            self.metrics.parquet_bytes.get_or_create(&labels).set(bytes as i64);
+        }
+    }
+}
+
+/// A consistent view of one table for a query.
+#[derive(Debug, Default)]
+pub struct TableSnapshot {
+    /// Memtable batches (not yet in Parquet).
+    pub batches: Vec<RecordBatch>,
+    /// Parquet files.
+    pub files: Vec<PathBuf>,
+}
+
+/// Memory reserved for a request between admission and its write; released on drop.
+pub struct Admission<'a> {
+    store: &'a Store,
+    bytes: usize,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.store.shared.admitted_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Batches encoded for the WAL, ready to commit.
+pub struct PreparedWrite {
+    batches: Vec<(Table, RecordBatch)>,
+    records: Vec<EncodedRecord>,
+}
+
+impl PreparedWrite {
+    /// Encodes the WAL records (CPU work: call it off the async runtime for large writes).
+    pub fn new(batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
+        let records = batches
+            .iter()
+            .map(|(table, batch)| EncodedRecord::encode(*table, batch))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::arrow("encode wal record"))?;
+        Ok(Self { batches, records })
+    }
+
+    fn wal_bytes(&self) -> usize {
+        self.records.iter().map(EncodedRecord::len).sum()
+    }
+}
+
+/// The embedded store. Open one per data directory.
+pub struct Store {
+    shared: Arc<Shared>,
+    commands: Mutex<Option<mpsc::Sender<writer::Command>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Recovers interrupted commits, loads the file catalog, replays the WAL into the
+    /// memtable and starts the writer and maintenance threads.
+    pub fn open(settings: StoreSettings, metrics: Arc<SelfMetrics>) -> Result<Store, StoreError> {
+        let data_dir = settings.data_dir.clone();
+        let wal_dir = data_dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(StoreError::io("create data directory"))?;
+        let recovered = commit::recover(&data_dir, &wal_dir).map_err(StoreError::io("recover commits"))?;
+        if recovered > 0 {
+            tracing::info!(recovered, "completed interrupted file commits");
+        }
+        let catalog = Catalog::load(&data_dir).map_err(StoreError::io("load parquet catalog"))?;
+        let (wal, replay) = Wal::open(&wal_dir).map_err(StoreError::io("open wal"))?;
+        metrics.wal_replayed_records.inc_by(replay.records);
+        metrics.wal_damaged_segments.inc_by(replay.damaged_segments);
+        metrics.wal_skipped_bytes.inc_by(replay.skipped_bytes);
+        tracing::info!(
+            records = replay.records,
+            damaged_segments = replay.damaged_segments,
+            skipped_bytes = replay.skipped_bytes,
+            "wal replayed"
+        );
+
+        let mut memtable = Memtable::default();
+        for (_segment, table, batch) in replay.batches {
+            memtable.insert(table, batch);
+        }
+        let shared = Arc::new(Shared {
+            settings,
+            wal_dir,
+            state: RwLock::new(State { memtable, catalog }),
+            memtable_bytes: AtomicUsize::new(0),
+            admitted_bytes: AtomicUsize::new(0),
+            metrics,
+        });
+        shared.publish_sizes(&shared.read());
+
+        let (command_tx, command_rx) = mpsc::channel();
+        let (job_tx, job_rx) = mpsc::channel();
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.to_owned()).spawn(run).map_err(StoreError::io("spawn store thread"))
+        };
+        let maintenance = {
+            let shared = shared.clone();
+            spawn("meshlight-maintenance", Box::new(move || maintenance::run(&shared, &job_rx)))?
+        };
+        let writer = {
+            let shared = shared.clone();
+            spawn("meshlight-wal", Box::new(move || writer::run(&shared, wal, &command_rx, &job_tx)))?
+        };
+        Ok(Store {
+            shared,
+            commands: Mutex::new(Some(command_tx)),
+            threads: Mutex::new(vec![writer, maintenance]),
+        })
+    }
+
+    /// Reserves memory for a request of about `bytes`, or refuses it (retryably) when the
+    /// memory limit would be exceeded.
+    pub fn admit(&self, bytes: usize) -> Result<Admission<'_>, Refusal> {
+        let shared = &self.shared;
+        let admitted = shared.admitted_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let admission = Admission { store: self, bytes };
+        let used = admitted + shared.memtable_bytes.load(Ordering::Relaxed);
+        if used > shared.settings.memory_limit_bytes {
+            return Err(Refusal::MemoryLimit);
+        }
+        Ok(admission)
+    }
+
+    /// Makes the batches durable (per the fsync policy) and queryable. Returns once both
+    /// hold: only then may the request be acknowledged.
+    pub async fn write(&self, write: PreparedWrite) -> Result<(), StoreError> {
+        if write.batches.is_empty() {
+            return Ok(());
+        }
+        let (ack, done) = oneshot::channel();
+        self.send(writer::Command::Write(writer::WriteRequest { write, ack }))?;
+        done.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Flushes everything written so far to Parquet and waits for it.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.send(writer::Command::Flush(ack))?;
+        done.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Flushes the memtable and stops the store's threads. Writes after this are refused.
+    pub async fn shutdown(&self) {
+        let sender = self.commands.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(sender) = sender {
+            let (ack, done) = oneshot::channel();
+            if sender.send(writer::Command::Shutdown(ack)).is_ok() {
+                let _ = done.await;
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+
+    fn send(&self, command: writer::Command) -> Result<(), StoreError> {
+        let commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = commands.as_ref().ok_or(StoreError::ShuttingDown)?;
+        sender.send(command).map_err(|_| StoreError::ShuttingDown)
+    }
+
+    /// What a query of `table` sees right now.
+    pub fn snapshot(&self, table: Table) -> TableSnapshot {
+        let state = self.shared.read();
+        TableSnapshot {
+            batches: state.memtable.batches(table),
+            files: state.catalog.files(table).iter().map(|file| file.path.clone()).collect(),
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.settings.data_dir
+    }
+}

@@ -1,0 +1,114 @@
+//! The collector's own metrics, served on `/metrics`. Every name is declared here, once.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-signal item counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub signal: &'static str,
+}
+
+/// Labels of counters that also say why.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalReasonLabels {
+    pub signal: &'static str,
+    pub reason: &'static str,
+}
+
+/// Labels of per-table gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
+/// All self-metrics. Cheap to clone handles are inside; share it behind an `Arc`.
+pub struct SelfMetrics {
+    registry: Registry,
+    /// Items (spans, log records, data points) in requests that were decoded.
+    pub items_received: Family<SignalLabels, Counter>,
+    /// Items stored and acknowledged.
+    pub items_accepted: Family<SignalLabels, Counter>,
+    /// Items refused with a retryable status (memory limit, shutdown, WAL failure).
+    pub items_refused: Family<SignalReasonLabels, Counter>,
+    /// Items rejected as invalid through OTLP partial success.
+    pub items_rejected: Family<SignalReasonLabels, Counter>,
+    /// Whole requests refused before their items could be counted (undecodable, too large…).
+    pub requests_failed: Family<SignalReasonLabels, Counter>,
+    pub wal_bytes_written: Counter,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_replayed_records: Counter,
+    /// WAL segments found with a torn or corrupt tail on replay.
+    pub wal_damaged_segments: Counter,
+    /// Bytes skipped in torn or corrupt WAL tails on replay.
+    pub wal_skipped_bytes: Counter,
+    pub memtable_bytes: Gauge,
+    pub flush_seconds: Histogram,
+    pub flush_failures: Counter,
+    pub compaction_seconds: Histogram,
+    pub compactions: Counter,
+    pub retention_deleted_files: Counter,
+    pub parquet_bytes: Family<TableLabels, Gauge>,
+    pub parquet_files: Family<TableLabels, Gauge>,
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        let duration_buckets = || exponential_buckets(0.0001, 2.0, 20);
+        let mut m = SelfMetrics {
+            registry: Registry::with_prefix("meshlight"),
+            items_received: Family::default(),
+            items_accepted: Family::default(),
+            items_refused: Family::default(),
+            items_rejected: Family::default(),
+            requests_failed: Family::default(),
+            wal_bytes_written: Counter::default(),
+            wal_fsync_seconds: Histogram::new(duration_buckets()),
+            wal_replayed_records: Counter::default(),
+            wal_damaged_segments: Counter::default(),
+            wal_skipped_bytes: Counter::default(),
+            memtable_bytes: Gauge::default(),
+            flush_seconds: Histogram::new(duration_buckets()),
+            flush_failures: Counter::default(),
+            compaction_seconds: Histogram::new(duration_buckets()),
+            compactions: Counter::default(),
+            retention_deleted_files: Counter::default(),
+            parquet_bytes: Family::default(),
+            parquet_files: Family::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register("ingest_items_received", "Items decoded from requests", m.items_received.clone());
+        registry.register("ingest_items_accepted", "Items stored and acknowledged", m.items_accepted.clone());
+        registry.register("ingest_items_refused", "Items refused with a retryable status", m.items_refused.clone());
+        registry.register("ingest_items_rejected", "Invalid items rejected via partial success", m.items_rejected.clone());
+        registry.register("ingest_requests_failed", "Requests refused as a whole", m.requests_failed.clone());
+        registry.register("wal_written_bytes", "Bytes appended to the WAL", m.wal_bytes_written.clone());
+        registry.register("wal_fsync_seconds", "WAL fsync latency", m.wal_fsync_seconds.clone());
+        registry.register("wal_replayed_records", "WAL records replayed at start", m.wal_replayed_records.clone());
+        registry.register("wal_damaged_segments", "WAL segments with a torn or corrupt tail at replay", m.wal_damaged_segments.clone());
+        registry.register("wal_skipped_bytes", "Bytes of torn or corrupt WAL tails skipped at replay", m.wal_skipped_bytes.clone());
+        registry.register("memtable_bytes", "Arrow bytes held in the memtable", m.memtable_bytes.clone());
+        registry.register("flush_seconds", "Duration of memtable flushes to Parquet", m.flush_seconds.clone());
+        registry.register("flush_failures", "Flushes that failed and will be retried", m.flush_failures.clone());
+        registry.register("compaction_seconds", "Duration of compactions", m.compaction_seconds.clone());
+        registry.register("compactions", "Compactions completed", m.compactions.clone());
+        registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());
+        registry.register("parquet_bytes", "Bytes of Parquet files per table", m.parquet_bytes.clone());
+        registry.register("parquet_files", "Parquet files per table", m.parquet_files.clone());
+        m
+    }
+}
+
+impl SelfMetrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,117 @@
+//! Every kind of bad input gets its documented status, the collector stays up, and valid
+//! items next to invalid ones are stored.
+
+use bytes::Bytes;
+use meshlight_collector::ingest::wire;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message as _;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+use crate::support::Collector;
+use crate::support::otlp::{GrpcClient, gzip, now_nanos, post, post_traces, spans};
+
+const PROTOBUF: Option<&str> = Some("application/x-protobuf");
+const JSON: Option<&str> = Some("application/json");
+
+#[test]
+fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
+    let collector = Collector::start_with(&["--max-request-bytes", "1048576"]);
+    let endpoint = collector.http_endpoint();
+    let valid = spans("bad-input", 0, 3, now_nanos()).encode_to_vec();
+
+    let cases: Vec<(&str, Option<&str>, Option<&str>, Vec<u8>, u16)> = vec![
+        ("no content type", None, None, valid.clone(), 415),
+        ("text/plain", Some("text/plain"), None, valid.clone(), 415),
+        ("unknown encoding", PROTOBUF, Some("br"), valid.clone(), 415),
+        ("garbage protobuf", PROTOBUF, None, b"\xff\xff\xff\xff garbage".to_vec(), 400),
+        ("garbage json", JSON, None, b"{\"resourceSpans\": [".to_vec(), 400),
+        ("json with a bad hex id", JSON, None, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#.to_vec(), 400),
+        ("corrupt gzip", PROTOBUF, Some("gzip"), b"\x1f\x8b\x08\x00 not really".to_vec(), 400),
+        ("over the cap", PROTOBUF, None, vec![0u8; 2 << 20], 413),
+        ("gzip bomb", PROTOBUF, Some("gzip"), gzip(&vec![0u8; 8 << 20]), 413),
+    ];
+    for (name, content_type, encoding, body, expected) in cases {
+        let reply = post(&endpoint, "/v1/traces", content_type, encoding, body);
+        assert_eq!(reply.status, expected, "{name}: {}", String::from_utf8_lossy(&reply.body));
+    }
+    let stored = collector.sql("SELECT count(*) AS n FROM otel_traces");
+    assert_eq!(stored.single_value().as_u64(), Some(0));
+    let failed = collector.metric_value("meshlight_ingest_requests_failed_total{signal=\"traces\",reason=\"invalid\"}");
+    assert_eq!(failed, Some(4.0));
+    let (status, _) = collector.get("/health").expect("health");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn invalid_items_are_rejected_by_partial_success_and_valid_ones_stored() {
+    let collector = Collector::start();
+    let mut request = wire::ExportTraceServiceRequest::decode(
+        spans("partial", 0, 6, now_nanos()).encode_to_vec().as_slice(),
+    )
+    .expect("decodes as wire types");
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[1].trace_id = Bytes::from_static(&[0; 16]);
+    spans[2].span_id = Bytes::from_static(&[1, 2, 3]);
+    spans[3].end_time_unix_nano = spans[3].start_time_unix_nano - 1;
+    spans[4].name = Bytes::from_static(b"\xc3\x28 invalid utf-8");
+
+    let reply = post(&collector.http_endpoint(), "/v1/traces", PROTOBUF, None, request.encode_to_vec());
+    assert_eq!(reply.status, 200);
+    let response = ExportTraceServiceResponse::decode(reply.body.as_slice()).expect("an OTLP response");
+    let partial = response.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 4, "{}", partial.error_message);
+    for reason in ["invalid_trace_id", "invalid_span_id", "end_before_start", "invalid_utf8"] {
+        assert!(partial.error_message.contains(reason), "{reason} in {}", partial.error_message);
+    }
+    let stored = collector.sql("SELECT count(*) AS n FROM otel_traces WHERE \"ServiceName\" = 'partial'");
+    assert_eq!(stored.single_value().as_u64(), Some(2));
+    let rejected = collector.metric_value("meshlight_ingest_items_rejected_total{signal=\"traces\",reason=\"invalid_utf8\"}");
+    assert_eq!(rejected, Some(1.0));
+    let accepted = collector.metric_value("meshlight_ingest_items_accepted_total{signal=\"traces\"}");
+    assert_eq!(accepted, Some(2.0));
+
+    // The same over gRPC: partial success in the response, not an error.
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let mut mixed = crate::support::otlp::spans("partial-grpc", 1, 3, now_nanos());
+    mixed.resource_spans[0].scope_spans[0].spans[0].span_id = vec![0; 8];
+    let response = client.export(mixed).expect("partial success is not an error");
+    assert_eq!(response.partial_success.map(|p| p.rejected_spans), Some(1));
+}
+
+#[test]
+fn oversized_grpc_requests_get_resource_exhausted() {
+    let collector = Collector::start_with(&["--max-request-bytes", "100000"]);
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let status = client.export(spans("big", 0, 5_000, now_nanos())).expect_err("over the cap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let small = client.export(spans("big", 1, 10, now_nanos()));
+    assert!(small.is_ok(), "the collector keeps serving: {small:?}");
+}
+
+#[test]
+fn over_the_memory_limit_ingest_refuses_retryably() {
+    // A 1.2 MB request reserves about three times its size, over the 2 MiB limit.
+    let collector = Collector::start_with(&[
+        "--memory-limit-bytes", "2097152",
+        "--max-request-bytes", "2000000",
+        "--flush-bytes", "1048576",
+    ]);
+    let big = spans("memory", 0, 15_000, now_nanos());
+    assert!(big.encoded_len() > 1_000_000);
+
+    let reply = post_traces(&collector.http_endpoint(), &big);
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let status = client.export(big).expect_err("refused");
+    assert_eq!(status.code(), Code::Unavailable);
+    let retry = status.get_details_retry_info().expect("RetryInfo in the status details");
+    assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+
+    let refused = collector.metric_value("meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}");
+    assert_eq!(refused, Some(30_000.0));
+    // Smaller requests still get in.
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("memory", 1, 10, now_nanos())).status, 200);
+}

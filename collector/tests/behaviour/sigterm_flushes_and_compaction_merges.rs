@@ -1,0 +1,71 @@
+//! SIGTERM flushes everything to Parquet; compaction merges small files and retention
+//! drops expired partitions, both without changing what queries see.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::support::otlp::{now_nanos, post_traces, spans};
+use crate::support::{Collector, poll_until};
+
+const HOUR_NANOS: u64 = 3_600_000_000_000;
+
+fn count(collector: &Collector) -> Option<u64> {
+    collector.sql("SELECT count(*) AS n FROM otel_traces").single_value().as_u64()
+}
+
+fn flush(collector: &Collector) {
+    let (status, body) = collector.post("/api/v1/admin/flush", "application/json", "").expect("flush");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn sigterm_flushes_the_memtable_and_empties_the_wal() {
+    let mut collector = Collector::start();
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("term", 0, 100, now_nanos())).status, 200);
+    let status = collector.terminate();
+    assert!(status.success(), "exit status {status}");
+
+    let wal_bytes: u64 = fs::read_dir(collector.data_dir().join("wal"))
+        .expect("wal dir")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum();
+    assert_eq!(wal_bytes, 0, "every record is in Parquet, the WAL holds nothing to replay");
+
+    collector.restart();
+    assert_eq!(count(&collector), Some(100));
+    assert_eq!(collector.metric_value("meshlight_wal_replayed_records_total"), Some(0.0));
+    assert!(collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}").is_some_and(|n| n >= 1.0));
+}
+
+#[test]
+fn compaction_merges_small_files_and_retention_drops_old_partitions() {
+    let collector = Collector::start_with(&[
+        "--compaction-min-files", "3",
+        "--maintenance-interval-secs", "1",
+        "--retention-hours", "2",
+    ]);
+    let now = now_nanos();
+    for batch in 0..3 {
+        assert_eq!(post_traces(&collector.http_endpoint(), &spans("compact", batch, 100, now)).status, 200);
+        flush(&collector);
+    }
+    poll_until(Duration::from_secs(15), "three flushed files merged into one", || {
+        let files = collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}");
+        if files == Some(1.0) { Ok(()) } else { Err(format!("{files:?} files")) }
+    });
+    assert!(collector.metric_value("meshlight_compactions_total").is_some_and(|n| n >= 1.0));
+    assert_eq!(count(&collector), Some(300), "compaction changes no row");
+
+    let old = now - 5 * HOUR_NANOS;
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("expired", 9, 100, old)).status, 200);
+    flush(&collector);
+    poll_until(Duration::from_secs(15), "the expired partition dropped", || {
+        let rows = collector
+            .sql("SELECT count(*) AS n FROM otel_traces WHERE \"ServiceName\" = 'expired'")
+            .single_value()
+            .as_u64();
+        if rows == Some(0) { Ok(()) } else { Err(format!("{rows:?} expired rows")) }
+    });
+    assert!(collector.metric_value("meshlight_retention_deleted_files_total").is_some_and(|n| n >= 1.0));
+    assert_eq!(count(&collector), Some(300), "retention keeps recent data");
+}
