@@ -213,3 +213,44 @@ impl StorageConfig {
         Duration::from_secs(self.maintenance_interval_secs.max(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_sets_every_section_and_defaults_fill_the_rest() {
+        let config: Config = toml::from_str(
+            r#"
+            api = "127.0.0.1:9000"
+            [limits]
+            memory_limit_bytes = 1073741824
+            [wal]
+            fsync = "interval"
+            [storage]
+            retention_hours = 0
+            [query]
+            max_rows = 10
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(config.api, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(config.limits.memory_limit_bytes, 1 << 30);
+        assert_eq!(config.limits.max_request_bytes, 64 << 20, "default kept");
+        assert_eq!(config.wal.fsync, FsyncPolicy::Interval);
+        assert_eq!(config.storage.retention_hours, 0);
+        assert_eq!(config.query.max_rows, 10);
+        config.validate().expect("consistent");
+    }
+
+    #[test]
+    fn unknown_keys_and_inconsistent_limits_are_refused() {
+        let unknown = toml::from_str::<Config>("[storage]\nflush_byte = 1\n");
+        assert!(unknown.is_err_and(|error| error.to_string().contains("unknown field `flush_byte`")));
+
+        let mut config = Config::default();
+        config.limits.memory_limit_bytes = 1 << 20;
+        let error = config.validate().expect_err("memory limit below the request cap");
+        assert!(error.to_string().contains("limits.memory_limit_bytes"), "{error}");
+    }
+}

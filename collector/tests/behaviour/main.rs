@@ -5,6 +5,7 @@ mod support;
 
 mod acknowledged_spans_survive_sigkill;
 mod bad_input_gets_documented_status;
+mod compressed_requests_and_the_sql_cli;
 mod corrupt_wal_tail_is_skipped_and_counted;
 mod data_is_queryable_before_flush;
 mod sigterm_flushes_and_compaction_merges;

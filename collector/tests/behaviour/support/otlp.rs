@@ -80,6 +80,11 @@ impl GrpcClient {
         GrpcClient { runtime, client }
     }
 
+    /// Compresses every request from now on.
+    pub(crate) fn compress_with(&mut self, encoding: tonic::codec::CompressionEncoding) {
+        self.client = self.client.clone().send_compressed(encoding);
+    }
+
     pub(crate) fn export(&mut self, request: ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse, tonic::Status> {
         let client = &mut self.client;
         self.runtime.block_on(async { client.export(request).await.map(tonic::Response::into_inner) })
