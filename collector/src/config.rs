@@ -114,7 +114,8 @@ pub struct StorageConfig {
     pub flush_interval_secs: u64,
     /// Most rows in a Parquet row group (smaller groups prune better, larger compress better).
     pub row_group_rows: usize,
-    /// zstd level for Parquet pages (1–22).
+    /// zstd level of compacted Parquet files (1–22). Flushed files use level 1 for speed;
+    /// compaction rewrites them at this level.
     pub zstd_level: i32,
     /// Compact an hour partition once it has this many files.
     pub compaction_min_files: usize,

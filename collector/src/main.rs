@@ -74,7 +74,7 @@ struct ServeArgs {
     /// storage.row_group_rows: most rows per Parquet row group [default: 131072].
     #[arg(long)]
     row_group_rows: Option<usize>,
-    /// storage.zstd_level: Parquet zstd level, 1–22 [default: 3].
+    /// storage.zstd_level: zstd level of compacted Parquet files, 1–22 [default: 3].
     #[arg(long)]
     zstd_level: Option<i32>,
     /// storage.compaction_min_files: files in an hour partition that trigger compaction [default: 4].

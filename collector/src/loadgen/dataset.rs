@@ -7,6 +7,11 @@
 //! backends, which talk to PostgreSQL, Valkey (Redis protocol), external HTTPS APIs and a
 //! Kafka topic consumed by three services.
 //!
+//! Measured with `meshlight-loadgen --shape mesh --describe` (seed 1, 64 × 500 spans) and
+//! asserted loosely by the module tests: 205 possible (service, span name) operations,
+//! traces of 5–50 spans (mean ≈ 14), ≈ 2 % error spans, ≈ 5.7 span attributes and
+//! ≈ 355 protobuf bytes per span.
+//!
 //! # Cardinalities
 //!
 //! Every attribute value is drawn from a domain of documented size, so that queries and
@@ -20,7 +25,7 @@
 //! | `k8s.node.name`, `host.name` | resource | 4 |
 //! | `k8s.namespace.name` | resource | 4 (`edge`, `shop`, `payments`, `platform`) |
 //! | `telemetry.sdk.language` | resource | 9 |
-//! | `telemetry.sdk.name`, `deployment.environment.name`, `cloud.region`, `cloud.provider` | resource | 1 each |
+//! | `service.namespace`, `telemetry.sdk.name`, `deployment.environment.name`, `cloud.region`, `cloud.provider` | resource | 1 each |
 //! | `http.request.method` (legacy `http.method`) | HTTP spans | 4 (`GET`, `POST`, `PUT`, `DELETE`) |
 //! | `http.route` | HTTP server spans | 32 (28 public routes + 4 internal) |
 //! | `url.path` (legacy `http.target`) | HTTP server spans | route × id domain: user ids 10 000, product ids 500, order ids unbounded |
@@ -44,8 +49,8 @@
 //! | `app.recommendations.count` | recommendation spans | 5 (1–5, int) |
 //! | `db.system.name`, `db.operation.name`, `db.collection.name`, `db.query.text` | database spans | 2 systems, statements fixed per call site |
 //! | `messaging.*` | Kafka spans | 1 topic (`orders`), 3 consumer groups |
-//! | span status message | error spans | 12 |
-//! | `exception.type` / `exception.message` on `exception` events | 70 % of error spans | 6 / 12 |
+//! | span status message | error spans | 12 (empty on spans whose error is the caller's, 4xx and the like) |
+//! | `exception.type` / `exception.message` on `exception` events | 70 % of server-fault error spans | 6 / 12 |
 //!
 //! Five services (`cart`, `ad`, `orders`, `accounting`, `user`) emit the pre-1.21 semantic
 //! conventions (`http.method`, `net.peer.name`, `rpc.system`, `db.statement` …), as a real
@@ -157,13 +162,13 @@ pub(super) const DATABASE_FAILURES: [FailureKind; 4] = [
 ];
 
 /// Probability that a SERVER span fails on its own (before cascades from its callees).
-pub(super) const SERVER_FAILURE_PROBABILITY: f64 = 0.013;
+pub(super) const SERVER_FAILURE_PROBABILITY: f64 = 0.018;
 
 /// Probability that a SERVER span fails because one of its callees failed.
 pub(super) const CASCADE_FAILURE_PROBABILITY: f64 = 0.25;
 
 /// Probability that a database call fails.
-pub(super) const DATABASE_FAILURE_PROBABILITY: f64 = 0.008;
+pub(super) const DATABASE_FAILURE_PROBABILITY: f64 = 0.01;
 
 /// Probability that a successful request is answered with a client error (HTTP 4xx, gRPC
 /// `NOT_FOUND` …), which marks only the CLIENT span as an error, as the conventions say.

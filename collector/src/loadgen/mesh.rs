@@ -783,7 +783,7 @@ impl TraceBuilder<'_> {
             (true, Some(upstream_response)) => upstream_response,
             _ => self.decide_response(endpoint.protocol, callee_failed),
         };
-        let span = self.server_span(endpoint, pod, span_id, parent_span_id, start, end, response);
+        let span = self.server_span(endpoint, span_id, parent_span_id, start, end, response);
         self.spans[slot].span = span;
         (end, response)
     }
@@ -1106,14 +1106,9 @@ impl TraceBuilder<'_> {
         }
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the span's identity and timing, all required"
-    )]
     fn server_span(
         &mut self,
         endpoint: &Endpoint,
-        pod: usize,
         span_id: Vec<u8>,
         parent_span_id: Option<&[u8]>,
         start: u64,

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::catalog::{FileMeta, NANOS_PER_HOUR};
 use super::commit::Commit;
 use super::memtable::Generation;
-use super::parquet::{new_id, read_file, write_partitions};
+use super::parquet::{Purpose, new_id, read_file, write_partitions};
 use super::{Shared, StoreError};
 use crate::schema::Table;
 
@@ -93,7 +93,7 @@ impl Maintenance<'_> {
         let settings = &self.shared.settings;
         let mut files: Vec<FileMeta> = Vec::new();
         for (table, batches) in &generation.tables {
-            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage)?);
+            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage, Purpose::Flush)?);
         }
         let commit = Commit {
             add: files.iter().map(|file| file.path.clone()).collect(),
@@ -154,7 +154,7 @@ impl Maintenance<'_> {
         for file in &inputs {
             batches.extend(read_file(&file.path)?);
         }
-        let merged = write_partitions(&settings.data_dir, table, &batches, &settings.storage)?;
+        let merged = write_partitions(&settings.data_dir, table, &batches, &settings.storage, Purpose::Compaction)?;
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
         let commit = Commit {
             add: merged.iter().map(|file| file.path.clone()).collect(),

@@ -10,8 +10,10 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use arrow::array::{Array, AsArray, Int64Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -35,6 +37,18 @@ pub(crate) fn new_id() -> String {
     format!("{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// How a file is written: flushes favour speed (their files are compacted later),
+/// compactions favour size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Flush,
+    Compaction,
+}
+
+/// zstd level of flushed files: the fastest, since compaction rewrites them at the
+/// configured level.
+const FLUSH_ZSTD_LEVEL: i32 = 1;
+
 /// Writes `batches` of `table` as one `.tmp` file per hour partition, each sorted, and
 /// returns the files as they will be once committed.
 pub(crate) fn write_partitions(
@@ -42,44 +56,55 @@ pub(crate) fn write_partitions(
     table: Table,
     batches: &[RecordBatch],
     config: &StorageConfig,
+    purpose: Purpose,
 ) -> Result<Vec<FileMeta>, StoreError> {
-    let schema = table.schema();
-    let all = concat_batches(&schema, batches).map_err(StoreError::arrow("concatenate batches"))?;
+    let level = match purpose {
+        Purpose::Flush => FLUSH_ZSTD_LEVEL,
+        Purpose::Compaction => config.zstd_level,
+    };
     let mut files = Vec::new();
-    for (hour, batch) in split_by_hour_sorted(table, &all)? {
+    for (hour, batch) in split_by_hour_sorted(table, batches)? {
         let dir = partition_dir(data_dir, table, hour);
         fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory"))?;
         let path = dir.join(format!("{}.parquet", new_id()));
-        let bytes = write_file(&tmp_path(&path), table, &batch, config)?;
+        let bytes = write_file(&tmp_path(&path), table, &batch, config, level)?;
         files.push(FileMeta { path, table, hour, bytes });
     }
     Ok(files)
 }
 
-/// Splits a batch into one batch per event-time hour, each sorted by the table's sort
-/// columns.
-fn split_by_hour_sorted(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>, StoreError> {
-    let Some(times) = column_nanos(batch, table.time_column()) else {
-        return Err(StoreError::Corrupt(format!("{} has no {} column", table.name(), table.time_column())));
-    };
-    let hours: Int64Array = times.iter().map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR))).collect();
-    let mut sort_columns = vec![SortColumn { values: std::sync::Arc::new(hours), options: None }];
-    for name in table.sort_columns() {
-        if let Some(values) = batch.column_by_name(name) {
-            sort_columns.push(SortColumn { values: values.clone(), options: None });
-        }
+/// Sorts the rows of `batches` by (event-time hour, the table's sort columns) and returns
+/// one batch per hour. Only the sort keys are concatenated; the rows themselves are copied
+/// once, straight into their partition's batch.
+fn split_by_hour_sorted(table: Table, batches: &[RecordBatch]) -> Result<Vec<(i64, RecordBatch)>, StoreError> {
+    let mut hours: Vec<i64> = Vec::new();
+    let mut row_of: Vec<(usize, usize)> = Vec::new();
+    for (batch_index, batch) in batches.iter().enumerate() {
+        let Some(times) = column_nanos(batch, table.time_column()) else {
+            return Err(StoreError::Corrupt(format!("{} has no {} column", table.name(), table.time_column())));
+        };
+        hours.extend(times.values().iter().map(|t| t.div_euclid(NANOS_PER_HOUR)));
+        row_of.extend((0..batch.num_rows()).map(|row| (batch_index, row)));
     }
-    let indices = lexsort_to_indices(&sort_columns, None).map_err(StoreError::arrow("sort"))?;
-    let sorted = take_record_batch(batch, &indices).map_err(StoreError::arrow("sort"))?;
-    let sorted_hours = sort_columns[0].values.as_primitive::<arrow::datatypes::Int64Type>();
-    let sorted_hours: Vec<i64> = indices.values().iter().map(|&i| sorted_hours.value(i as usize)).collect();
+    let mut sort_columns = vec![SortColumn { values: Arc::new(Int64Array::from(hours.clone())), options: None }];
+    for name in table.sort_columns() {
+        let column: Vec<&dyn Array> =
+            batches.iter().filter_map(|batch| batch.column_by_name(name)).map(|c| c.as_ref()).collect();
+        let values = concat(&column).map_err(StoreError::arrow("concatenate sort keys"))?;
+        sort_columns.push(SortColumn { values, options: None });
+    }
+    let order = lexsort_to_indices(&sort_columns, None).map_err(StoreError::arrow("sort"))?;
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
 
     let mut parts = Vec::new();
+    let order = order.values();
     let mut start = 0;
-    while start < sorted_hours.len() {
-        let hour = sorted_hours[start];
-        let len = sorted_hours[start..].iter().take_while(|&&h| h == hour).count();
-        parts.push((hour, sorted.slice(start, len)));
+    while start < order.len() {
+        let hour = hours[order[start] as usize];
+        let len = order[start..].iter().take_while(|&&row| hours[row as usize] == hour).count();
+        let rows: Vec<(usize, usize)> = order[start..start + len].iter().map(|&row| row_of[row as usize]).collect();
+        let part = interleave_record_batch(&sources, &rows).map_err(StoreError::arrow("gather sorted rows"))?;
+        parts.push((hour, part));
         start += len;
     }
     Ok(parts)
@@ -89,8 +114,14 @@ fn column_nanos<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a arrow::arr
     batch.column_by_name(name)?.as_primitive_opt::<TimestampNanosecondType>()
 }
 
-fn write_file(path: &Path, table: Table, batch: &RecordBatch, config: &StorageConfig) -> Result<u64, StoreError> {
-    let level = ZstdLevel::try_new(config.zstd_level).map_err(StoreError::parquet("zstd level"))?;
+fn write_file(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+    config: &StorageConfig,
+    zstd_level: i32,
+) -> Result<u64, StoreError> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(StoreError::parquet("zstd level"))?;
     let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(config.row_group_rows))

@@ -36,20 +36,23 @@ impl EncodedRecord {
     /// Encodes `batch` of `table`. Done by the request handler, so that the single WAL
     /// writer only copies bytes.
     pub fn encode(table: Table, batch: &RecordBatch) -> Result<Self, arrow::error::ArrowError> {
-        let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
-        payload.push(table.id());
-        let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+        // Header first as a placeholder, then the payload straight after it: one buffer,
+        // no copy of the payload.
+        let mut bytes = Vec::with_capacity(HEADER_LEN + 1 + batch.get_array_memory_size());
+        bytes.extend_from_slice(&[0; HEADER_LEN]);
+        bytes.push(table.id());
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
         writer.write(batch)?;
         writer.finish()?;
         drop(writer);
 
-        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        let payload = &bytes[HEADER_LEN..];
         let len = u32::try_from(payload.len()).map_err(|_| {
             arrow::error::ArrowError::InvalidArgumentError("batch over 4 GiB".to_owned())
         })?;
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let crc = crc32c::crc32c(payload);
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        bytes[4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         Ok(Self { bytes })
     }
 
@@ -101,15 +104,14 @@ impl Wal {
         self.segment
     }
 
-    /// Appends records with one write. They are not yet durable: see [`Wal::sync`].
-    pub fn append(&mut self, records: &[EncodedRecord]) -> io::Result<u64> {
-        let total: usize = records.iter().map(EncodedRecord::len).sum();
-        let mut buffer = Vec::with_capacity(total);
+    /// Appends records. They are not yet durable: see [`Wal::sync`].
+    pub fn append<'a>(&mut self, records: impl IntoIterator<Item = &'a EncodedRecord>) -> io::Result<u64> {
+        let mut written = 0;
         for record in records {
-            buffer.extend_from_slice(&record.bytes);
+            self.file.write_all(&record.bytes)?;
+            written += record.bytes.len() as u64;
         }
-        self.file.write_all(&buffer)?;
-        Ok(total as u64)
+        Ok(written)
     }
 
     /// Makes everything appended so far durable.
@@ -246,9 +248,9 @@ mod tests {
         {
             let (mut wal, replay) = Wal::open(&dir).expect("opens");
             assert_eq!(replay.records, 0);
-            wal.append(&[record.clone(), record.clone()]).expect("appends");
+            wal.append([&record, &record]).expect("appends");
             wal.rotate().expect("rotates");
-            wal.append(&[record.clone()]).expect("appends");
+            wal.append([&record]).expect("appends");
             wal.sync().expect("syncs");
         }
         let (_wal, replay) = Wal::open(&dir).expect("reopens");
@@ -279,7 +281,7 @@ mod tests {
             let dir = temp_dir(&format!("damage{case}"));
             {
                 let (mut wal, _) = Wal::open(&dir).expect("opens");
-                wal.append(&[record.clone(), record.clone()]).expect("appends");
+                wal.append([&record, &record]).expect("appends");
             }
             let path = segment_path(&dir, 1);
             let mut bytes = fs::read(&path).expect("reads");

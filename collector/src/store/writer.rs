@@ -123,8 +123,8 @@ impl Writer<'_> {
             self.wal.rotate()?;
             self.needs_new_segment = false;
         }
-        let records: Vec<_> = group.iter().flat_map(|r| r.write.records.iter().cloned()).collect();
-        let written = match self.wal.append(&records) {
+        let records = group.iter().flat_map(|request| &request.write.records);
+        let written = match self.wal.append(records) {
             Ok(written) => written,
             Err(error) => {
                 self.needs_new_segment = true;
