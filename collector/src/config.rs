@@ -119,7 +119,8 @@ pub struct StorageConfig {
     pub zstd_level: i32,
     /// Compact an hour partition once it has this many files.
     pub compaction_min_files: usize,
-    /// Most Parquet bytes read by one compaction (bounds its memory).
+    /// Most Parquet bytes one compaction merges (bounds its duration and output file size;
+    /// memory is bounded regardless: inputs are merged as streams).
     pub compaction_max_input_bytes: u64,
     /// How often compaction and retention run.
     pub maintenance_interval_secs: u64,
@@ -130,7 +131,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            flush_bytes: 32 << 20,
+            flush_bytes: 16 << 20,
             flush_interval_secs: 60,
             row_group_rows: 128 * 1024,
             zstd_level: 3,

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /api/v1/sql` `{"query": "..."}` | JSON `{"columns", "rows"}`, or Arrow IPC with `Accept: application/vnd.apache.arrow.stream` |
 //! | `POST /api/v1/admin/flush` | flush the memtable to Parquet and wait |
+//! | `POST /api/v1/admin/compact` | merge every partition's files now and wait |
 //! | `GET /metrics` | self-metrics, Prometheus text format |
 //! | `GET /ready` | 200 once serving, 503 while shutting down |
 //! | `GET /health` | 200 while the process runs |
@@ -39,6 +40,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/admin/flush", post(flush))
+        .route("/api/v1/admin/compact", post(compact))
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/health", get(|| async { "ok" }))
@@ -93,6 +95,11 @@ async fn sql(
 async fn flush(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
     state.store.flush().await.map_err(|error| ApiError::Internal(error.to_string()))?;
     Ok("flushed")
+}
+
+async fn compact(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+    state.store.compact_all().await.map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok("compacted")
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {

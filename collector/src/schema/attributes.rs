@@ -224,9 +224,14 @@ pub(crate) fn append_attributes(
     scratch: &mut String,
 ) {
     for kv in attributes {
-        any_value_to_string(kv.value.as_ref(), scratch);
         builder.keys().append_value(text(&kv.key));
-        builder.values().append_value(scratch.as_str());
+        // Strings, by far the most common values, go in without the scratch copy.
+        if let Some(any_value::Value::StringValue(value)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            builder.values().append_value(text(value));
+        } else {
+            any_value_to_string(kv.value.as_ref(), scratch);
+            builder.values().append_value(scratch.as_str());
+        }
     }
     append_map_entry(builder);
 }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::catalog::{FileMeta, NANOS_PER_HOUR};
 use super::commit::Commit;
 use super::memtable::Generation;
-use super::parquet::{Purpose, new_id, read_file, write_partitions};
+use super::parquet::{merge_sorted_files, new_id, write_partitions};
 use super::{Shared, StoreError};
 use crate::schema::Table;
 
@@ -26,6 +26,8 @@ pub(super) enum Job {
         generation: Option<Arc<Generation>>,
         done: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
+    /// Compact every partition now, as if every hour were over; answered when done.
+    CompactAll(oneshot::Sender<()>),
     /// Finish what can be finished and exit.
     Stop(oneshot::Sender<()>),
 }
@@ -39,12 +41,14 @@ struct DeferredDelete {
 
 struct Maintenance<'a> {
     shared: &'a Shared,
+    /// Drives the DataFusion merge of compactions on this thread.
+    runtime: tokio::runtime::Runtime,
     flushes: VecDeque<Job>,
     deferred: Vec<DeferredDelete>,
 }
 
-pub(super) fn run(shared: &Shared, jobs: &Receiver<Job>) {
-    let mut maintenance = Maintenance { shared, flushes: VecDeque::new(), deferred: Vec::new() };
+pub(super) fn run(shared: &Shared, runtime: tokio::runtime::Runtime, jobs: &Receiver<Job>) {
+    let mut maintenance = Maintenance { shared, runtime, flushes: VecDeque::new(), deferred: Vec::new() };
     let interval = shared.settings.storage.maintenance_interval();
     let mut next_maintenance = Instant::now() + interval;
     loop {
@@ -56,13 +60,18 @@ pub(super) fn run(shared: &Shared, jobs: &Receiver<Job>) {
                 let _ = stopped.send(());
                 return;
             }
+            Ok(Job::CompactAll(done)) => {
+                maintenance.run_flushes();
+                maintenance.compact_all(true);
+                let _ = done.send(());
+            }
             Ok(job) => maintenance.flushes.push_back(job),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         maintenance.run_flushes();
         if Instant::now() >= next_maintenance {
-            maintenance.compact_all();
+            maintenance.compact_all(false);
             maintenance.apply_retention();
             maintenance.delete_deferred(false);
             next_maintenance = Instant::now() + interval;
@@ -93,7 +102,7 @@ impl Maintenance<'_> {
         let settings = &self.shared.settings;
         let mut files: Vec<FileMeta> = Vec::new();
         for (table, batches) in &generation.tables {
-            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage, Purpose::Flush)?);
+            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage)?);
         }
         let commit = Commit {
             add: files.iter().map(|file| file.path.clone()).collect(),
@@ -118,11 +127,13 @@ impl Maintenance<'_> {
         Ok(())
     }
 
-    fn compact_all(&mut self) {
+    /// Compacts every partition that qualifies; `force` treats every hour as settled.
+    fn compact_all(&mut self, force: bool) {
         for table in Table::ALL {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
-                if let Err(error) = self.compact(table, hour, files) {
+                let settled = force || hour < current_hour() - 1;
+                if let Err(error) = self.compact(table, hour, files, settled) {
                     tracing::error!(%error, table = table.name(), hour, "compaction failed");
                 }
             }
@@ -130,31 +141,31 @@ impl Maintenance<'_> {
     }
 
     /// Merges the smallest files of a partition into one, once the partition has enough
-    /// files or no longer receives data (its hour is over).
-    fn compact(&mut self, table: Table, hour: i64, mut files: Vec<Arc<FileMeta>>) -> Result<(), StoreError> {
+    /// files or no longer receives data (`settled`: its hour is over).
+    fn compact(&mut self, table: Table, hour: i64, mut files: Vec<Arc<FileMeta>>, settled: bool) -> Result<(), StoreError> {
         let settings = &self.shared.settings;
-        let settled = hour < current_hour() - 1;
         if files.len() < 2 || (files.len() < settings.storage.compaction_min_files && !settled) {
             return Ok(());
         }
         files.sort_by_key(|file| file.bytes);
+        // Size-tiered while the hour is open: a file joins only if it is at most twice the
+        // files already picked together, so each byte is rewritten O(log n) times rather than
+        // at every compaction. A settled hour is merged as far as the input limit allows.
         let mut input_bytes = 0;
         let inputs: Vec<Arc<FileMeta>> = files
             .into_iter()
             .take_while(|file| {
+                let tiered = settled || input_bytes == 0 || file.bytes <= 2 * input_bytes;
                 input_bytes += file.bytes;
-                input_bytes <= settings.storage.compaction_max_input_bytes
+                tiered && input_bytes <= settings.storage.compaction_max_input_bytes
             })
             .collect();
         if inputs.len() < 2 {
             return Ok(());
         }
         let started = Instant::now();
-        let mut batches = Vec::new();
-        for file in &inputs {
-            batches.extend(read_file(&file.path)?);
-        }
-        let merged = write_partitions(&settings.data_dir, table, &batches, &settings.storage, Purpose::Compaction)?;
+        let input_paths: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
+        let merged = vec![merge_sorted_files(&self.runtime, &settings.data_dir, table, hour, &input_paths, &settings.storage)?];
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
         let commit = Commit {
             add: merged.iter().map(|file| file.path.clone()).collect(),

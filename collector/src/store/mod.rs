@@ -233,7 +233,10 @@ impl Store {
         };
         let maintenance = {
             let shared = shared.clone();
-            spawn("meshlight-maintenance", Box::new(move || maintenance::run(&shared, &job_rx)))?
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(StoreError::io("start the compaction runtime"))?;
+            spawn("meshlight-maintenance", Box::new(move || maintenance::run(&shared, runtime, &job_rx)))?
         };
         let writer = {
             let shared = shared.clone();
@@ -275,6 +278,14 @@ impl Store {
         let (ack, done) = oneshot::channel();
         self.send(writer::Command::Flush(ack))?;
         done.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Merges every partition's files as far as the input limit allows, as if every hour were
+    /// over, and waits for it (operators and benchmarks; normally compaction runs by itself).
+    pub async fn compact_all(&self) -> Result<(), StoreError> {
+        let (done_tx, done) = oneshot::channel();
+        self.send(writer::Command::CompactAll(done_tx))?;
+        done.await.map_err(|_| StoreError::ShuttingDown)
     }
 
     /// Flushes the memtable and stops the store's threads. Writes after this are refused.

@@ -17,7 +17,6 @@ use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_ind
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -37,37 +36,27 @@ pub(crate) fn new_id() -> String {
     format!("{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// How a file is written: flushes favour speed (their files are compacted later),
-/// compactions favour size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Purpose {
-    Flush,
-    Compaction,
-}
-
 /// zstd level of flushed files: the fastest, since compaction rewrites them at the
 /// configured level.
 const FLUSH_ZSTD_LEVEL: i32 = 1;
 
-/// Writes `batches` of `table` as one `.tmp` file per hour partition, each sorted, and
+/// Rows per batch while compaction merges its inputs.
+const COMPACTION_BATCH_ROWS: usize = 1024;
+
+/// Flushes `batches` of `table` as one `.tmp` file per hour partition, each sorted, and
 /// returns the files as they will be once committed.
 pub(crate) fn write_partitions(
     data_dir: &Path,
     table: Table,
     batches: &[RecordBatch],
     config: &StorageConfig,
-    purpose: Purpose,
 ) -> Result<Vec<FileMeta>, StoreError> {
-    let level = match purpose {
-        Purpose::Flush => FLUSH_ZSTD_LEVEL,
-        Purpose::Compaction => config.zstd_level,
-    };
     let mut files = Vec::new();
     for (hour, batch) in split_by_hour_sorted(table, batches)? {
         let dir = partition_dir(data_dir, table, hour);
         fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory"))?;
         let path = dir.join(format!("{}.parquet", new_id()));
-        let bytes = write_file(&tmp_path(&path), table, &batch, config, level)?;
+        let bytes = write_file(&tmp_path(&path), table, &batch, config, FLUSH_ZSTD_LEVEL)?;
         files.push(FileMeta { path, table, hour, bytes });
     }
     Ok(files)
@@ -121,28 +110,113 @@ fn write_file(
     config: &StorageConfig,
     zstd_level: i32,
 ) -> Result<u64, StoreError> {
-    let level = ZstdLevel::try_new(zstd_level).map_err(StoreError::parquet("zstd level"))?;
-    let mut properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(config.row_group_rows))
-        .set_statistics_enabled(EnabledStatistics::Page);
-    if let Some(trace_ids) = batch.column_by_name("TraceId") {
-        // Size the filter for the trace ids really present: the default (a million) would
-        // make the filter larger than the data of a small file.
-        let distinct = distinct_strings(trace_ids.as_ref()).max(1) as u64;
-        let column = ColumnPath::from("TraceId");
-        properties = properties
-            .set_column_bloom_filter_enabled(column.clone(), true)
-            .set_column_bloom_filter_fpp(column.clone(), 0.01)
-            .set_column_bloom_filter_max_ndv(column, distinct);
+    // Size the bloom filter for the trace ids really present: the default (a million) would
+    // make the filter larger than the data of a small file.
+    let trace_ids = batch.column_by_name("TraceId").map(|ids| distinct_strings(ids.as_ref()) as u64);
+    let mut writer = FileWriter::create(path, table, config, zstd_level, trace_ids)?;
+    writer.write(batch)?;
+    writer.finish()
+}
+
+/// An open `.tmp` Parquet file with the table's writer properties.
+struct FileWriter {
+    writer: ArrowWriter<File>,
+}
+
+impl FileWriter {
+    /// `distinct_trace_ids` sizes the `TraceId` bloom filter (tables without one: `None`).
+    fn create(
+        path: &Path,
+        table: Table,
+        config: &StorageConfig,
+        zstd_level: i32,
+        distinct_trace_ids: Option<u64>,
+    ) -> Result<Self, StoreError> {
+        let level = ZstdLevel::try_new(zstd_level).map_err(StoreError::parquet("zstd level"))?;
+        let mut properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(config.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page);
+        if let Some(distinct) = distinct_trace_ids {
+            let column = ColumnPath::from("TraceId");
+            properties = properties
+                .set_column_bloom_filter_enabled(column.clone(), true)
+                .set_column_bloom_filter_fpp(column.clone(), 0.01)
+                .set_column_bloom_filter_max_ndv(column, distinct.max(1));
+        }
+        let file = File::create(path).map_err(StoreError::io("create parquet file"))?;
+        let writer = ArrowWriter::try_new(file, table.schema(), Some(properties.build()))
+            .map_err(StoreError::parquet("open parquet writer"))?;
+        Ok(Self { writer })
     }
-    let file = File::create(path).map_err(StoreError::io("create parquet file"))?;
-    let mut writer = ArrowWriter::try_new(file, table.schema(), Some(properties.build()))
-        .map_err(StoreError::parquet("open parquet writer"))?;
-    writer.write(batch).map_err(StoreError::parquet("write parquet"))?;
-    let file = writer.into_inner().map_err(StoreError::parquet("finish parquet"))?;
-    file.sync_all().map_err(StoreError::io("fsync parquet file"))?;
-    Ok(file.metadata().map_err(StoreError::io("stat parquet file"))?.len())
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        self.writer.write(batch).map_err(StoreError::parquet("write parquet"))
+    }
+
+    /// Closes and fsyncs the file; returns its size.
+    fn finish(self) -> Result<u64, StoreError> {
+        let file = self.writer.into_inner().map_err(StoreError::parquet("finish parquet"))?;
+        file.sync_all().map_err(StoreError::io("fsync parquet file"))?;
+        Ok(file.metadata().map_err(StoreError::io("stat parquet file"))?.len())
+    }
+}
+
+/// Merges sorted files of one partition into one sorted `.tmp` file, streaming: DataFusion
+/// reads every input as its own sorted stream and merges them (`SortPreservingMergeExec`),
+/// so memory holds a batch per input and a row group of output, whatever the inputs' size.
+pub(crate) fn merge_sorted_files(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    table: Table,
+    hour: i64,
+    inputs: &[PathBuf],
+    config: &StorageConfig,
+) -> Result<FileMeta, StoreError> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+    use datafusion::prelude::{SessionConfig, SessionContext, ident};
+    use futures::StreamExt as _;
+
+    let query_error = |error: datafusion::error::DataFusionError| StoreError::Corrupt(format!("compaction query: {error}"));
+    let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
+    let tmp = tmp_path(&path);
+    let bytes = runtime.block_on(async {
+        // One input per partition keeps each input a sorted stream; splitting a file into
+        // byte ranges would not.
+        // Small batches: memory holds one per input, and wide rows (attribute maps) make a
+        // default 8192-row batch tens of megabytes.
+        let mut session = SessionConfig::new()
+            .with_target_partitions(inputs.len().max(1))
+            .with_batch_size(COMPACTION_BATCH_ROWS);
+        session.options_mut().optimizer.repartition_file_scans = false;
+        let context = SessionContext::new_with_config(session);
+        let order: Vec<_> = table.sort_columns().iter().map(|name| ident(*name).sort(true, true)).collect();
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_file_sort_order(vec![order.clone()]);
+        let urls = inputs
+            .iter()
+            .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query_error)?;
+        let listing = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(table.schema());
+        let provider = ListingTable::try_new(listing).map_err(query_error)?;
+        let frame = context.read_table(Arc::new(provider)).map_err(query_error)?.sort(order).map_err(query_error)?;
+        let mut stream = frame.execute_stream().await.map_err(query_error)?;
+
+        // Trace ids per row group are at most the row group's rows: an upper bound that
+        // keeps the filter's false-positive rate at or below its target.
+        let bloom_ndv = table.schema().field_with_name("TraceId").is_ok().then_some(config.row_group_rows as u64);
+        let mut writer = FileWriter::create(&tmp, table, config, config.zstd_level, bloom_ndv)?;
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch.map_err(query_error)?)?;
+        }
+        writer.finish()
+    })?;
+    Ok(FileMeta { path, table, hour, bytes })
 }
 
 fn distinct_strings(array: &dyn Array) -> usize {
@@ -150,15 +224,4 @@ fn distinct_strings(array: &dyn Array) -> usize {
         Some(strings) => strings.iter().flatten().collect::<HashSet<_>>().len(),
         None => array.len(),
     }
-}
-
-/// Reads a whole file back (compaction input).
-pub(crate) fn read_file(path: &PathBuf) -> Result<Vec<RecordBatch>, StoreError> {
-    let file = File::open(path).map_err(StoreError::io("open parquet file"))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(StoreError::parquet("read parquet footer"))?
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(StoreError::parquet("read parquet"))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(StoreError::arrow("read parquet"))
 }

@@ -17,6 +17,8 @@ pub(super) enum Command {
     Write(WriteRequest),
     /// Flush everything written so far; answered once it is in Parquet.
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Compact every partition after the flushes queued so far; answered when done.
+    CompactAll(oneshot::Sender<()>),
     /// Flush and stop; answered once the maintenance thread has finished too.
     Shutdown(oneshot::Sender<()>),
 }
@@ -85,6 +87,9 @@ pub(super) fn run(shared: &Shared, wal: Wal, commands: &Receiver<Command>, jobs:
                 writer.commit_group(group);
             }
             Command::Flush(done) => writer.flush(Some(done)),
+            Command::CompactAll(done) => {
+                let _ = jobs.send(Job::CompactAll(done));
+            }
             Command::Shutdown(done) => {
                 writer.stop(Some(done));
                 return;

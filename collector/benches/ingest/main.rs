@@ -38,6 +38,8 @@ use meshlight_collector::loadgen::{
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+mod storage;
+
 /// Spans sent per shape in the measured durable-ingest run.
 const SPANS_ENV: &str = "MESHLIGHT_BENCH_SPANS";
 const DEFAULT_SPANS: u64 = 200_000;
@@ -151,6 +153,13 @@ fn main() -> anyhow::Result<()> {
         });
     }
     print_table(cores, &config, &results);
+
+    let mesh = results.iter().find(|result| result.shape == Shape::Mesh);
+    if let Some(mesh) = mesh {
+        let saturation = mesh.ingest.report.acknowledged_spans_per_second();
+        let storage = runtime.block_on(storage::measure(saturation))?;
+        storage::print_table(cores, saturation, &storage);
+    }
     Ok(())
 }
 

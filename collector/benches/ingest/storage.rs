@@ -1,0 +1,236 @@
+//! Storage and steady-state figures on the mesh data set:
+//! - **bytes per span** on disk once compaction has merged each hour into one file;
+//! - **RSS and CPU** of the collector at a steady 10 000 spans/s;
+//! - **ingest-to-queryable latency**: from the start of an export to the moment SQL sees the
+//!   span, for probe spans sent while the collector carries half of its saturation rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use meshlight_collector::loadgen::{DriverConfig, RequestPool, Shape, StopCondition, send_load, unix_nanos_now};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::{CollectorProcess, POOL_REQUESTS, READY_TIMEOUT, SEED, env_or};
+
+const DISK_SPANS_ENV: &str = "MESHLIGHT_BENCH_DISK_SPANS";
+const DEFAULT_DISK_SPANS: u64 = 1_000_000;
+const STEADY_SECS_ENV: &str = "MESHLIGHT_BENCH_STEADY_SECS";
+const DEFAULT_STEADY_SECS: u64 = 30;
+const STEADY_RATE: f64 = 10_000.0;
+const PROBES_ENV: &str = "MESHLIGHT_BENCH_PROBES";
+const DEFAULT_PROBES: usize = 200;
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+pub(crate) struct StorageResult {
+    spans_on_disk: u64,
+    parquet_bytes: u64,
+    steady: SteadyState,
+    queryable_p50: Duration,
+    queryable_p99: Duration,
+    queryable_max: Duration,
+    probes: usize,
+}
+
+struct SteadyState {
+    achieved_rate: f64,
+    rss_max_mib: f64,
+    rss_mean_mib: f64,
+    cpu_share: f64,
+}
+
+pub(crate) async fn measure(saturation_spans_per_second: f64) -> anyhow::Result<StorageResult> {
+    let pool = Arc::new(RequestPool::generate(Shape::Mesh, SEED, POOL_REQUESTS, 500, unix_nanos_now()));
+    eprintln!("ingest bench: mesh bytes per span after compaction");
+    let (spans_on_disk, parquet_bytes) = bytes_on_disk(Arc::clone(&pool)).await?;
+    eprintln!("ingest bench: mesh steady state at {STEADY_RATE} spans/s");
+    let steady = steady_state(Arc::clone(&pool)).await?;
+    eprintln!("ingest bench: ingest-to-queryable latency at half saturation");
+    let mut latencies = queryable_latency(pool, saturation_spans_per_second / 2.0).await?;
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    Ok(StorageResult {
+        spans_on_disk,
+        parquet_bytes,
+        steady,
+        queryable_p50: percentile(0.50),
+        queryable_p99: percentile(0.99),
+        queryable_max: percentile(1.0),
+        probes: latencies.len(),
+    })
+}
+
+/// Sends the data set, flushes, compacts every partition as a settled hour would be, and
+/// returns (spans stored, Parquet bytes of `otel_traces`).
+async fn bytes_on_disk(pool: Arc<RequestPool>) -> anyhow::Result<(u64, u64)> {
+    let spans: u64 = env_or(DISK_SPANS_ENV, DEFAULT_DISK_SPANS)?;
+    let mut collector = CollectorProcess::start("disk")?;
+    collector.wait_ready(READY_TIMEOUT).await?;
+    let load = DriverConfig::new(collector.otlp_grpc_url(), StopCondition::TotalSpans(spans));
+    send_load(pool, &load).await.context("disk load")?;
+    let api = Api::new(&collector.api_url())?;
+    api.post("/api/v1/admin/flush").await?;
+    api.post("/api/v1/admin/compact").await?;
+    let bytes = api.metric("meshlight_parquet_bytes{table=\"otel_traces\"}").await? as u64;
+    let stored = api.scalar("SELECT count(*) FROM otel_traces").await?;
+    collector.stop()?;
+    Ok((stored, bytes))
+}
+
+/// Drives 10 000 spans/s and samples the collector's RSS every 500 ms.
+async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
+    let seconds: u64 = env_or(STEADY_SECS_ENV, DEFAULT_STEADY_SECS)?;
+    let mut collector = CollectorProcess::start("steady")?;
+    collector.wait_ready(READY_TIMEOUT).await?;
+    let load = DriverConfig {
+        spans_per_second: STEADY_RATE,
+        ..DriverConfig::new(collector.otlp_grpc_url(), StopCondition::Duration(Duration::from_secs(seconds)))
+    };
+    let pid = collector.pid();
+    let cpu_before = collector.cpu_time()?;
+    let started = Instant::now();
+    let sender = tokio::spawn(async move { send_load(pool, &load).await });
+    let mut rss = Vec::new();
+    while !sender.is_finished() {
+        rss.push(rss_mib(pid)?);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report = sender.await.context("load task")?.context("steady load")?;
+    let cpu = collector.cpu_time()?.saturating_sub(cpu_before);
+    let wall = started.elapsed();
+    collector.stop()?;
+    Ok(SteadyState {
+        achieved_rate: report.acknowledged_spans_per_second(),
+        rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
+        rss_mean_mib: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
+        cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
+    })
+}
+
+/// Probe spans sent one at a time during background load at `rate`; each latency runs from
+/// the start of its export to the first SQL answer that contains it.
+async fn queryable_latency(pool: Arc<RequestPool>, rate: f64) -> anyhow::Result<Vec<Duration>> {
+    let probes: usize = env_or(PROBES_ENV, DEFAULT_PROBES)?;
+    let mut collector = CollectorProcess::start("latency")?;
+    collector.wait_ready(READY_TIMEOUT).await?;
+    let background_duration = PROBE_INTERVAL * (probes as u32) + Duration::from_secs(30);
+    let load = DriverConfig {
+        spans_per_second: rate,
+        ..DriverConfig::new(collector.otlp_grpc_url(), StopCondition::Duration(background_duration))
+    };
+    let background = tokio::spawn(async move { send_load(pool, &load).await });
+    let api = Api::new(&collector.api_url())?;
+    let mut client = TraceServiceClient::connect(collector.otlp_grpc_url()).await.context("probe client")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut latencies = Vec::with_capacity(probes);
+    for probe in 0..probes as u64 {
+        let span_id = (0x5eed_0000_0000_0000 | probe).to_be_bytes();
+        let started = Instant::now();
+        client.export(probe_request(span_id)).await.context("probe export")?;
+        let query = format!("SELECT count(*) FROM otel_traces WHERE \"SpanId\" = '{}'", hex::encode(span_id));
+        while api.scalar(&query).await? == 0 {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("probe {probe} not queryable after 30 s");
+            }
+        }
+        latencies.push(started.elapsed());
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    background.abort();
+    collector.stop()?;
+    Ok(latencies)
+}
+
+fn probe_request(span_id: [u8; 8]) -> ExportTraceServiceRequest {
+    let now = unix_nanos_now();
+    let mut trace_id = vec![0x5e; 8];
+    trace_id.extend_from_slice(&span_id);
+    let span = Span { trace_id, span_id: span_id.to_vec(), name: "probe".to_owned(), start_time_unix_nano: now, end_time_unix_nano: now, ..Span::default() };
+    let service = KeyValue {
+        key: "service.name".to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue("probe".to_owned())) }),
+        ..KeyValue::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![service], ..Resource::default() }),
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc status")?;
+    Ok(kib / 1024.0)
+}
+
+/// The collector's API: SQL scalars, metric values, admin calls.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        Ok(Self { http, base: base.to_owned() })
+    }
+
+    async fn post(&self, path: &str) -> anyhow::Result<()> {
+        let response = self.http.post(format!("{}{path}", self.base)).send().await?;
+        if !response.status().is_success() {
+            bail!("{path}: {}", response.status());
+        }
+        Ok(())
+    }
+
+    async fn scalar(&self, query: &str) -> anyhow::Result<u64> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/sql", self.base))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await?;
+        let body: serde_json::Value = response.json().await?;
+        body["rows"][0][0].as_u64().with_context(|| format!("no count in {body}"))
+    }
+
+    async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .with_context(|| format!("{series} not on /metrics"))
+    }
+}
+
+pub(crate) fn print_table(cores: usize, saturation: f64, result: &StorageResult) {
+    let steady = &result.steady;
+    println!();
+    println!("Meshlight storage and steady state: {cores} cores (nproc), mesh data set");
+    println!("{:<44} {:>14}", "measure", "value");
+    println!("{:<44} {:>14}", "spans stored", result.spans_on_disk);
+    println!("{:<44} {:>14}", "otel_traces Parquet bytes after compaction", result.parquet_bytes);
+    println!("{:<44} {:>14.1}", "bytes per span on disk", result.parquet_bytes as f64 / result.spans_on_disk.max(1) as f64);
+    println!("{:<44} {:>14.0}", "steady state: acknowledged spans/s", steady.achieved_rate);
+    println!("{:<44} {:>14.1}", "steady state: RSS max MiB", steady.rss_max_mib);
+    println!("{:<44} {:>14.1}", "steady state: RSS mean MiB", steady.rss_mean_mib);
+    println!("{:<44} {:>13.1}%", "steady state: CPU, share of one core", steady.cpu_share * 100.0);
+    println!("{:<44} {:>14.0}", "half saturation: background spans/s", saturation / 2.0);
+    println!("{:<44} {:>14}", "ingest-to-queryable probes", result.probes);
+    println!("{:<44} {:>14.1}", "ingest-to-queryable p50 ms", result.queryable_p50.as_secs_f64() * 1e3);
+    println!("{:<44} {:>14.1}", "ingest-to-queryable p99 ms", result.queryable_p99.as_secs_f64() * 1e3);
+    println!("{:<44} {:>14.1}", "ingest-to-queryable max ms", result.queryable_max.as_secs_f64() * 1e3);
+    println!("steady state: {STEADY_RATE} spans/s target, RSS sampled every 500 ms, CPU = collector utime+stime / wall time");
+    println!("ingest-to-queryable: from the start of a one-span export to the first SQL count that includes it");
+}
