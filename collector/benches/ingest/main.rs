@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use meshlight_collector::loadgen::{
-    DriverConfig, LoadReport, RequestPool, RequestStatistics, Shape, StopCondition, send_load,
+    DriverConfig, LoadReport, RequestPool, RequestStatistics, Shape, StopCondition, per_second, send_load,
     span_count, unix_nanos_now,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -552,15 +552,6 @@ fn clock_ticks_per_second() -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-fn per_second(count: u64, duration: Duration) -> f64 {
-    let seconds = duration.as_secs_f64();
-    if seconds == 0.0 {
-        0.0
-    } else {
-        count as f64 / seconds
-    }
-}
 
 /// One table column: a header and how to render a row's cell.
 struct Column {

@@ -201,7 +201,8 @@ impl LoadReport {
     }
 }
 
-fn per_second(count: u64, elapsed: Duration) -> f64 {
+/// `count` per second of `elapsed` (0 when no time passed).
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
     if seconds == 0.0 {
         0.0

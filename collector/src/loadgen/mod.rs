@@ -44,7 +44,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use driver::{
-    DriverConfig, DriverError, LatencySummary, LoadReport, Refusals, StopCondition, send_load,
+    DriverConfig, DriverError, LatencySummary, LoadReport, Refusals, StopCondition, per_second,
+    send_load,
 };
 pub use pool::{RequestPool, rekey_and_shift};
 pub use statistics::RequestStatistics;
