@@ -164,21 +164,14 @@ impl Maintenance<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        let input_paths: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
-        let merged = vec![merge_sorted_files(&self.runtime, &settings.data_dir, table, hour, &input_paths, &settings.storage)?];
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
-        let commit = Commit {
-            add: merged.iter().map(|file| file.path.clone()).collect(),
-            remove: removed.clone(),
-            wal_through: None,
-        };
+        let merged = merge_sorted_files(&self.runtime, &settings.data_dir, table, hour, &removed, &settings.storage)?;
+        let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
         let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
         {
             let mut state = self.shared.write();
             state.catalog.remove(table, &removed);
-            for file in merged {
-                state.catalog.add(file);
-            }
+            state.catalog.add(merged);
             self.shared.publish_sizes(&state);
         }
         self.defer_delete(commit, record);
