@@ -121,13 +121,13 @@ fn success_response(format: Format, signal: Signal, rejections: &Rejections) -> 
     }
     match signal {
         Signal::Traces => respond!(trace::v1::ExportTraceServiceResponse {
-            partial_success: partial.then(|| trace::v1::ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
+            partial_success: partial.then_some(trace::v1::ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
         }),
         Signal::Metrics => respond!(metrics::v1::ExportMetricsServiceResponse {
-            partial_success: partial.then(|| metrics::v1::ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
+            partial_success: partial.then_some(metrics::v1::ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
         }),
         Signal::Logs => respond!(logs::v1::ExportLogsServiceResponse {
-            partial_success: partial.then(|| logs::v1::ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
+            partial_success: partial.then_some(logs::v1::ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
         }),
     }
 }

@@ -84,12 +84,12 @@ impl Maintenance<'_> {
     /// segments are only ever retired in order.
     fn run_flushes(&mut self) {
         while let Some(Job::Flush { generation, .. }) = self.flushes.front() {
-            if let Some(generation) = generation {
-                if let Err(error) = self.flush(generation) {
-                    self.shared.metrics.flush_failures.inc();
-                    tracing::error!(%error, "flush failed; will retry");
-                    return;
-                }
+            if let Some(generation) = generation
+                && let Err(error) = self.flush(generation)
+            {
+                self.shared.metrics.flush_failures.inc();
+                tracing::error!(%error, "flush failed; will retry");
+                return;
             }
             if let Some(Job::Flush { done: Some(done), .. }) = self.flushes.pop_front() {
                 let _ = done.send(Ok(()));

@@ -266,10 +266,11 @@ mod tests {
     fn torn_and_corrupt_tails_are_skipped_and_counted() {
         let batch = sample_batch();
         let record = EncodedRecord::encode(Table::Traces, &batch).expect("encodes");
-        // Every possible truncation of the last record, and a flipped bit in each byte of a
-        // sample of positions, must replay exactly the intact first record.
+        // Truncations at several points of the last record, a flipped bit in its payload and
+        // in its header, and trailing garbage: each must replay exactly the intact records.
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
         let full_len = record.len();
-        let damage: Vec<Box<dyn Fn(&mut Vec<u8>)>> = vec![
+        let damage: Vec<Damage> = vec![
             Box::new(move |bytes: &mut Vec<u8>| bytes.truncate(full_len + 3)),
             Box::new(move |bytes: &mut Vec<u8>| bytes.truncate(full_len + HEADER_LEN + 10)),
             Box::new(|bytes: &mut Vec<u8>| bytes.truncate(bytes.len() - 1)),

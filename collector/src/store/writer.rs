@@ -158,10 +158,11 @@ impl Writer<'_> {
     fn housekeeping(&mut self) {
         let settings = &self.shared.settings;
         let interval = Duration::from_millis(settings.wal.fsync_interval_ms);
-        if self.unsynced && settings.wal.fsync == FsyncPolicy::Interval && self.last_sync.elapsed() >= interval {
-            if let Err(error) = self.sync() {
-                tracing::error!(%error, "wal fsync failed");
-            }
+        let sync_due = self.unsynced
+            && settings.wal.fsync == FsyncPolicy::Interval
+            && self.last_sync.elapsed() >= interval;
+        if sync_due && let Err(error) = self.sync() {
+            tracing::error!(%error, "wal fsync failed");
         }
         let (bytes, age) = {
             let state = self.shared.read();

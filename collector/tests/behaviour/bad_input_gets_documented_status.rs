@@ -20,10 +20,12 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
     let endpoint = collector.http_endpoint();
     let valid = spans("bad-input", 0, 3, now_nanos()).encode_to_vec();
 
-    let cases: Vec<(&str, Option<&str>, Option<&str>, Vec<u8>, u16)> = vec![
+    /// name, Content-Type, Content-Encoding, body, expected status
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case<'_>> = vec![
         ("no content type", None, None, valid.clone(), 415),
         ("text/plain", Some("text/plain"), None, valid.clone(), 415),
-        ("unknown encoding", PROTOBUF, Some("br"), valid.clone(), 415),
+        ("unknown encoding", PROTOBUF, Some("br"), valid, 415),
         ("garbage protobuf", PROTOBUF, None, b"\xff\xff\xff\xff garbage".to_vec(), 400),
         ("garbage json", JSON, None, b"{\"resourceSpans\": [".to_vec(), 400),
         ("json with a bad hex id", JSON, None, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#.to_vec(), 400),
@@ -34,7 +36,7 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
         ("gzip bomb", PROTOBUF, Some("gzip"), gzip(&vec![0u8; 8 << 20]), 413),
     ];
     for (name, content_type, encoding, body, expected) in cases {
-        let reply = post(&endpoint, "/v1/traces", content_type, encoding, body);
+        let reply = post(&endpoint, "/v1/traces", content_type, encoding, &body);
         assert_eq!(reply.status, expected, "{name}: {}", String::from_utf8_lossy(&reply.body));
     }
     let stored = collector.sql("SELECT count(*) AS n FROM otel_traces");
@@ -58,7 +60,7 @@ fn invalid_items_are_rejected_by_partial_success_and_valid_ones_stored() {
     spans[3].end_time_unix_nano = spans[3].start_time_unix_nano - 1;
     spans[4].name = Bytes::from_static(b"\xc3\x28 invalid utf-8");
 
-    let reply = post(&collector.http_endpoint(), "/v1/traces", PROTOBUF, None, request.encode_to_vec());
+    let reply = post(&collector.http_endpoint(), "/v1/traces", PROTOBUF, None, &request.encode_to_vec());
     assert_eq!(reply.status, 200);
     let response = ExportTraceServiceResponse::decode(reply.body.as_slice()).expect("an OTLP response");
     let partial = response.partial_success.expect("partial success");

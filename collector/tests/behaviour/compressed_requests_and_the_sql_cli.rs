@@ -16,9 +16,9 @@ fn gzip_and_zstd_bodies_are_decompressed_on_both_transports() {
     let protobuf = Some("application/x-protobuf");
 
     let gzipped = gzip(&spans("compressed", 0, 10, now_nanos()).encode_to_vec());
-    assert_eq!(post(&endpoint, "/v1/traces", protobuf, Some("gzip"), gzipped).status, 200);
+    assert_eq!(post(&endpoint, "/v1/traces", protobuf, Some("gzip"), &gzipped).status, 200);
     let zstd = zstd::encode_all(&spans("compressed", 1, 10, now_nanos()).encode_to_vec()[..], 3).expect("zstd");
-    assert_eq!(post(&endpoint, "/v1/traces", protobuf, Some("zstd"), zstd).status, 200);
+    assert_eq!(post(&endpoint, "/v1/traces", protobuf, Some("zstd"), &zstd).status, 200);
 
     let mut client = GrpcClient::connect(&collector.grpc_endpoint());
     client.compress_with(CompressionEncoding::Gzip);
@@ -37,7 +37,7 @@ fn the_sql_command_prints_a_table_and_reports_bad_queries() {
     let collector = Collector::start();
     assert_eq!(
         post(&collector.http_endpoint(), "/v1/traces", Some("application/x-protobuf"), None,
-             spans("cli", 0, 4, now_nanos()).encode_to_vec()).status,
+             &spans("cli", 0, 4, now_nanos()).encode_to_vec()).status,
         200
     );
     let meshlight = env!("CARGO_BIN_EXE_meshlight");

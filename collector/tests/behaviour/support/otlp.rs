@@ -104,7 +104,7 @@ pub(crate) fn post(
     path: &str,
     content_type: Option<&str>,
     content_encoding: Option<&str>,
-    body: Vec<u8>,
+    body: &[u8],
 ) -> HttpReply {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -118,7 +118,7 @@ pub(crate) fn post(
     if let Some(encoding) = content_encoding {
         request = request.header("Content-Encoding", encoding);
     }
-    let mut response = request.send(&body[..]).expect("send the OTLP/HTTP request");
+    let mut response = request.send(body).expect("send the OTLP/HTTP request");
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -135,7 +135,7 @@ pub(crate) fn post(
 
 /// POSTs a protobuf trace export.
 pub(crate) fn post_traces(http_endpoint: &str, request: &ExportTraceServiceRequest) -> HttpReply {
-    post(http_endpoint, "/v1/traces", Some("application/x-protobuf"), None, request.encode_to_vec())
+    post(http_endpoint, "/v1/traces", Some("application/x-protobuf"), None, &request.encode_to_vec())
 }
 
 /// gzip of `data`.
