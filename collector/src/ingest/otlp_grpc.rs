@@ -162,9 +162,15 @@ fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
 /// `Bytes` first makes each field a plain slice: the same zero-copy result, cheaper.
 struct WireCodec<K>(PhantomData<fn() -> K>);
 
+/// A decoded request with the size it had on the wire (what admission reserves against).
+struct Sized<T> {
+    message: T,
+    encoded_len: usize,
+}
+
 impl<K: ExportKind> Codec for WireCodec<K> {
     type Encode = K::Response;
-    type Decode = K::Request;
+    type Decode = Sized<K::Request>;
     type Encoder = tonic_prost::ProstEncoder<K::Response>;
     type Decoder = WireDecoder<K>;
 
@@ -180,13 +186,14 @@ impl<K: ExportKind> Codec for WireCodec<K> {
 struct WireDecoder<K>(PhantomData<fn() -> K>);
 
 impl<K: ExportKind> Decoder for WireDecoder<K> {
-    type Item = K::Request;
+    type Item = Sized<K::Request>;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        let message = buf.copy_to_bytes(buf.remaining());
-        K::Request::decode(message)
-            .map(Some)
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        let encoded_len = bytes.len();
+        K::Request::decode(bytes)
+            .map(|message| Some(Sized { message, encoded_len }))
             .map_err(|error| Status::invalid_argument(format!("protobuf: {error}")))
     }
 }
@@ -196,16 +203,15 @@ struct ExportUnary<K> {
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K: ExportKind> UnaryService<K::Request> for ExportUnary<K> {
+impl<K: ExportKind> UnaryService<Sized<K::Request>> for ExportUnary<K> {
     type Response = K::Response;
     type Future = BoxFuture<tonic::Response<K::Response>, Status>;
 
-    fn call(&mut self, request: tonic::Request<K::Request>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Sized<K::Request>>) -> Self::Future {
         let ingestor = self.ingestor.clone();
         Box::pin(async move {
-            let request = request.into_inner();
-            let encoded_len = request.encoded_len();
-            match ingestor.export(K::into_export(request), encoded_len).await {
+            let Sized { message, encoded_len } = request.into_inner();
+            match ingestor.export(K::into_export(message), encoded_len).await {
                 Ok(rejections) => Ok(tonic::Response::new(K::response(&rejections))),
                 Err(error) => Err(grpc_status(&error, ingestor.limits().retry_after_secs)),
             }
