@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +119,7 @@ impl Maintenance<'_> {
             state.memtable.flushed(generation);
             self.shared.publish_sizes(&state);
         }
+        self.shared.pending_flushes.fetch_sub(1, Ordering::AcqRel);
         // The data is safe in Parquet now; if retiring fails, recovery finishes it on start.
         if let Err(error) = commit.retire(&self.shared.wal_dir, &record) {
             tracing::warn!(%error, "could not retire flushed wal segments yet");

@@ -108,6 +108,10 @@ struct Shared {
     memtable_bytes: AtomicUsize,
     /// Bytes of requests admitted but not yet in the memtable.
     admitted_bytes: AtomicUsize,
+    /// Frozen generations not yet in Parquet. The writer freezes the next one by size or age
+    /// only when this is zero, so under load flushes grow rather than queue up: each flush
+    /// pays several fsyncs, whatever its size.
+    pending_flushes: AtomicUsize,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -222,6 +226,7 @@ impl Store {
             state: RwLock::new(State { memtable, catalog }),
             memtable_bytes: AtomicUsize::new(0),
             admitted_bytes: AtomicUsize::new(0),
+            pending_flushes: AtomicUsize::new(0),
             metrics,
         });
         shared.publish_sizes(&shared.read());

@@ -1,5 +1,6 @@
 //! The WAL writer thread: group commit, memtable insertion, and the decision to flush.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -169,7 +170,8 @@ impl Writer<'_> {
             (state.memtable.active_bytes(), state.memtable.active_age())
         };
         let old = age.is_some_and(|age| age >= settings.storage.flush_interval());
-        if bytes >= settings.storage.flush_bytes || old {
+        let previous_done = self.shared.pending_flushes.load(Ordering::Acquire) == 0;
+        if (bytes >= settings.storage.flush_bytes || old) && previous_done {
             self.flush(None);
         }
     }
@@ -195,6 +197,9 @@ impl Writer<'_> {
             self.shared.publish_sizes(&state);
             generation
         };
+        if generation.is_some() {
+            self.shared.pending_flushes.fetch_add(1, Ordering::AcqRel);
+        }
         let _ = self.jobs.send(Job::Flush { generation, done });
     }
 
