@@ -154,11 +154,9 @@ fn main() -> anyhow::Result<()> {
     }
     print_table(cores, &config, &results);
 
-    let mesh = results.iter().find(|result| result.shape == Shape::Mesh);
-    if let Some(mesh) = mesh {
-        let saturation = mesh.ingest.report.acknowledged_spans_per_second();
-        let storage = runtime.block_on(storage::measure(saturation))?;
-        storage::print_table(cores, saturation, &storage);
+    if config.shapes.contains(&Shape::Mesh) {
+        let storage = runtime.block_on(storage::measure())?;
+        storage::print_table(cores, &storage);
     }
     Ok(())
 }
