@@ -11,14 +11,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
-use tonic::body::Body;
 use bytes::Buf as _;
+use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
+use prost::Message;
+use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
-use prost::Message;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{Export, IngestError, Ingestor, wire};
@@ -28,7 +28,7 @@ use crate::schema::Rejections;
 pub trait ExportKind: Send + Sync + 'static {
     const SERVICE: &'static str;
     type Request: Message + Default + Send + 'static;
-    type Response: prost::Message + Send + 'static;
+    type Response: Message + Send + 'static;
     fn into_export(request: Self::Request) -> Export;
     fn response(rejections: &Rejections) -> Self::Response;
 }

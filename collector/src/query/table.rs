@@ -5,15 +5,13 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, Session, TableProvider};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::schema::Table;
-use crate::store::Store;
+use crate::store::{Store, files_as_table};
 
 /// A store table as DataFusion sees it. Each scan takes a fresh snapshot, so a query sees
 /// every acknowledged row exactly once, whether it is still in memory or already flushed.
@@ -58,25 +56,14 @@ impl TableProvider for StoreTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.schema();
         let snapshot = self.store.snapshot(self.table);
         let mut plans = Vec::with_capacity(2);
 
-        let memtable = MemTable::try_new(schema.clone(), vec![snapshot.batches])?;
+        let memtable = MemTable::try_new(self.schema(), vec![snapshot.batches])?;
         plans.push(memtable.scan(state, projection, filters, limit).await?);
 
         if !snapshot.files.is_empty() {
-            let urls = snapshot
-                .files
-                .iter()
-                .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(schema);
-            let files = ListingTable::try_new(config)?;
+            let files = files_as_table(self.table, &snapshot.files, false)?;
             plans.push(files.scan(state, projection, filters, limit).await?);
         }
         UnionExec::try_new(plans)

@@ -36,6 +36,8 @@ use catalog::Catalog;
 use memtable::Memtable;
 use wal::{EncodedRecord, Wal};
 
+pub(crate) use parquet::files_as_table;
+
 /// What the store needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {

@@ -8,14 +8,18 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, Int64Array};
 use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::SortExpr;
+use datafusion::prelude::{SessionConfig, SessionContext, ident};
+use futures::StreamExt as _;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -162,6 +166,33 @@ impl FileWriter {
     }
 }
 
+/// The table's sort order as DataFusion expressions (ascending, nulls first, as flushes sort).
+fn sort_order(table: Table) -> Vec<SortExpr> {
+    table.sort_columns().iter().map(|name| ident(*name).sort(true, true)).collect()
+}
+
+/// Some Parquet files of `table` as one DataFusion table (queries read the catalog's files
+/// through it, compaction its inputs). `sorted` declares every file sorted by the table's
+/// sort order, which lets DataFusion merge files instead of sorting them.
+pub(crate) fn files_as_table(
+    table: Table,
+    paths: &[PathBuf],
+    sorted: bool,
+) -> datafusion::error::Result<ListingTable> {
+    let mut options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    if sorted {
+        options = options.with_file_sort_order(vec![sort_order(table)]);
+    }
+    let urls = paths
+        .iter()
+        .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(table.schema());
+    ListingTable::try_new(config)
+}
+
 /// Merges sorted files of one partition into one sorted `.tmp` file, streaming: DataFusion
 /// reads every input as its own sorted stream and merges them (`SortPreservingMergeExec`),
 /// so memory holds a batch per input and a row group of output, whatever the inputs' size.
@@ -173,11 +204,6 @@ pub(crate) fn merge_sorted_files(
     inputs: &[PathBuf],
     config: &StorageConfig,
 ) -> Result<FileMeta, StoreError> {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-    use datafusion::prelude::{SessionConfig, SessionContext, ident};
-    use futures::StreamExt as _;
-
     let query_error = |error: datafusion::error::DataFusionError| StoreError::Corrupt(format!("compaction query: {error}"));
     let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
     let tmp = tmp_path(&path);
@@ -191,20 +217,11 @@ pub(crate) fn merge_sorted_files(
             .with_batch_size(COMPACTION_BATCH_ROWS);
         session.options_mut().optimizer.repartition_file_scans = false;
         let context = SessionContext::new_with_config(session);
-        let order: Vec<_> = table.sort_columns().iter().map(|name| ident(*name).sort(true, true)).collect();
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_file_sort_order(vec![order.clone()]);
-        let urls = inputs
-            .iter()
-            .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
-            .collect::<Result<Vec<_>, _>>()
+        let inputs = files_as_table(table, inputs, true).map_err(query_error)?;
+        let frame = context
+            .read_table(Arc::new(inputs))
+            .and_then(|frame| frame.sort(sort_order(table)))
             .map_err(query_error)?;
-        let listing = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(table.schema());
-        let provider = ListingTable::try_new(listing).map_err(query_error)?;
-        let frame = context.read_table(Arc::new(provider)).map_err(query_error)?.sort(order).map_err(query_error)?;
         let mut stream = frame.execute_stream().await.map_err(query_error)?;
 
         // Trace ids per row group are at most the row group's rows: an upper bound that
