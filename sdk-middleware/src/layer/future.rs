@@ -1,0 +1,62 @@
+//! The response future both sides share: it keeps the call's context current while the inner
+//! service runs, then hands the call on to the response body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::body::TracedBody;
+use super::call::{Call, End, short_type_name};
+
+pin_project! {
+    /// The future of an instrumented service.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, call: Call) -> Self {
+        ResponseFuture {
+            inner,
+            call: Some(call),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<TracedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _current = this
+                .call
+                .as_ref()
+                .map(|call| call.context().clone().attach());
+            ready!(this.inner.poll(cx))
+        };
+        let Some(mut call) = this.call.take() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                call.observe_head(&response);
+                Ok(response.map(|body| TracedBody::new(body, call)))
+            }
+            Err(error) => {
+                call.finish(End::Failed(short_type_name::<E>()));
+                Err(error)
+            }
+        })
+    }
+}
