@@ -113,8 +113,9 @@ fn criterion_benches(criterion: &mut Criterion, telemetry: &Telemetry) {
     group.finish();
 }
 
-/// Median nanoseconds per request over `RUNS` runs, and allocations per request.
-fn table(telemetry: &Telemetry) {
+/// Median nanoseconds per request over `RUNS` runs, and allocations per request, for the
+/// bare service and the cases whose name contains `filter`.
+fn table(telemetry: &Telemetry, filter: Option<&str>) {
     const RUNS: usize = 15;
     const ITERATIONS: u64 = 20_000;
     println!(
@@ -127,6 +128,9 @@ fn table(telemetry: &Telemetry) {
     );
     let mut bare_ns = 0.0;
     for (case, (name, _, _)) in CASES.iter().enumerate() {
+        if case > 0 && filter.is_some_and(|filter| !name.contains(filter)) {
+            continue;
+        }
         run_case(telemetry, case, ITERATIONS);
         let mut samples: Vec<f64> = (0..RUNS)
             .map(|_| {
@@ -162,7 +166,9 @@ fn main() {
         .configure_from_args();
     criterion_benches(&mut criterion, &guard);
     criterion.final_summary();
-    table(&guard);
+    // The table honours criterion's name filter, so a profile can focus on one case.
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    table(&guard, filter.as_deref());
 }
 
 /// An exporter that drops what it is given.

@@ -83,13 +83,14 @@ impl Default for Settings {
 impl Settings {
     /// The defaults, overridden by whichever variables are set.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| env::var(name).ok())
+        // The specification treats an empty variable as unset.
+        Self::from_lookup(|name| env::var(name).ok().filter(|value| !value.trim().is_empty()))
     }
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut settings = Settings::default();
         if let Some(value) = lookup(OTEL_PROPAGATORS) {
-            settings.propagators = parse_propagators(&value)?;
+            settings.propagators = parse_propagators(&value);
         }
         if let Some(value) = lookup(MESHLIGHT_LANE_HEADERS) {
             settings.lane_headers = parse_header_names(MESHLIGHT_LANE_HEADERS, &value)?;
@@ -116,7 +117,8 @@ fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Co
     }
 }
 
-fn parse_propagators(value: &str) -> Result<Vec<Propagator>, ConfigError> {
+/// The specification's rule: an unknown propagator is logged and skipped, not fatal.
+fn parse_propagators(value: &str) -> Vec<Propagator> {
     let mut propagators = Vec::new();
     for name in value
         .split(',')
@@ -128,22 +130,21 @@ fn parse_propagators(value: &str) -> Result<Vec<Propagator>, ConfigError> {
             "baggage" => Propagator::Baggage,
             "b3" => Propagator::B3Single,
             "b3multi" => Propagator::B3Multi,
-            "none" => return Ok(Vec::new()),
+            "none" => return Vec::new(),
             other => {
-                return Err(invalid(
-                    OTEL_PROPAGATORS,
-                    value,
-                    format!(
-                        "unsupported propagator {other:?} (supported: tracecontext, baggage, b3, b3multi, none)"
-                    ),
-                ));
+                tracing::warn!(
+                    variable = OTEL_PROPAGATORS,
+                    propagator = other,
+                    "unsupported propagator ignored (supported: tracecontext, baggage, b3, b3multi, none)"
+                );
+                continue;
             }
         };
         if !propagators.contains(&propagator) {
             propagators.push(propagator);
         }
     }
-    Ok(propagators)
+    propagators
 }
 
 fn parse_header_names(variable: &'static str, value: &str) -> Result<Vec<HeaderName>, ConfigError> {
@@ -215,13 +216,9 @@ mod tests {
                 .propagators
                 .is_empty()
         );
-        let error = settings(&[(OTEL_PROPAGATORS, "xray")]).expect_err("unsupported");
-        assert!(
-            error
-                .to_string()
-                .contains("unsupported propagator \"xray\""),
-            "{error}"
-        );
+        let parsed =
+            settings(&[(OTEL_PROPAGATORS, "xray,tracecontext")]).expect("unknown ones are skipped");
+        assert_eq!(parsed.propagators, [Propagator::TraceContext]);
     }
 
     #[test]

@@ -10,9 +10,7 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::config::Settings;
-
-/// The label value of every lane past the label limit.
-pub(crate) const OTHER: &str = "_OTHER";
+use crate::metrics::OTHER;
 
 /// The lane headers of one request, in the configured order; the first one names the lane.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,6 +3,10 @@
 
 use opentelemetry::metrics::{Histogram, Meter};
 
+/// The value the semantic conventions prescribe for a method (and Meshlight for a lane) the
+/// instrumentation does not know, so that a flood of invented ones stays one series.
+pub(crate) const OTHER: &str = "_OTHER";
+
 /// The semantic conventions' advice for request durations, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

@@ -213,7 +213,9 @@ impl TelemetryBuilder {
     }
 }
 
-/// Owns the providers: dropping it flushes every span and metric still buffered.
+/// Owns the providers: dropping it flushes every span and metric still buffered, which
+/// blocks for up to ten seconds per signal; drop it outside async code, or where blocking
+/// at shutdown does not matter.
 #[derive(Debug)]
 pub struct TelemetryGuard {
     telemetry: Telemetry,
@@ -231,7 +233,8 @@ impl TelemetryGuard {
         &self.telemetry
     }
 
-    /// Exports everything recorded so far without shutting down.
+    /// Exports everything recorded so far without shutting down. Blocks until the export is
+    /// done: call it from a blocking context (`spawn_blocking`), not from async code.
     pub fn flush(&self) {
         if let Err(error) = self.tracer_provider.force_flush() {
             tracing::warn!(%error, "span flush failed");

@@ -78,8 +78,9 @@ async fn main() -> anyhow::Result<()> {
         "elapsed {:.1} s; flushing telemetry",
         started.elapsed().as_secs_f64()
     );
-    // Dropping the guards exports every span and metric still buffered.
-    drop((inventory, orders, gateway));
+    // Dropping the guards exports every span and metric still buffered; that blocks, so it
+    // happens off the runtime's workers.
+    tokio::task::spawn_blocking(move || drop((inventory, orders, gateway))).await?;
     Ok(())
 }
 

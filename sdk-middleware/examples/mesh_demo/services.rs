@@ -264,6 +264,10 @@ async fn serve_grpc(
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // What tonic's generated routers answer for a method they do not have.
+    let routes = routes.fallback(|| async {
+        Status::unimplemented("no such method").into_http::<axum::body::Body>()
+    });
     let server = tonic::transport::Server::builder()
         .layer(telemetry.server_layer())
         .add_routes(tonic::service::Routes::from(routes));

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::call::{Call, End, short_type_name};
+use super::call::{Call, End, error_type_name};
 
 pin_project! {
     /// A response body that finishes its call's span and metric when it ends or is dropped.
@@ -50,7 +50,14 @@ impl<B: Body> Body for TracedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        // A streaming handler runs inside this poll: it sees its request's context too.
+        let frame = {
+            let _current = this
+                .call
+                .as_ref()
+                .map(|call| call.context().clone().attach());
+            ready!(this.inner.as_mut().poll_frame(cx))
+        };
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(trailers), Some(call)) = (frame.trailers_ref(), this.call.as_mut()) {
@@ -65,7 +72,7 @@ impl<B: Body> Body for TracedBody<B> {
             }
             Some(Err(_)) => {
                 if let Some(call) = this.call.take() {
-                    call.finish(End::Failed(short_type_name::<B::Error>()));
+                    call.finish(End::Failed(error_type_name::<B::Error>()));
                 }
             }
             None => {

@@ -1,6 +1,7 @@
 //! The client side: a child span of whatever is current, with the trace context, baggage
 //! and lane written into the outbound request.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -16,7 +17,7 @@ use crate::telemetry::Telemetry;
 #[derive(Clone, Debug)]
 pub struct ClientLayer {
     telemetry: Telemetry,
-    server: Option<(String, u16)>,
+    server: Option<(Arc<str>, Option<u16>)>,
 }
 
 impl ClientLayer {
@@ -30,7 +31,7 @@ impl ClientLayer {
     /// The peer's address for `server.address`/`server.port`, for clients whose requests
     /// carry only a path (a tonic `Channel` adds the origin below this layer).
     pub fn with_server_address(mut self, host: impl Into<String>, port: u16) -> Self {
-        self.server = Some((host.into(), port));
+        self.server = Some((Arc::from(host.into()), Some(port)));
         self
     }
 }
@@ -52,7 +53,7 @@ impl<S> Layer<S> for ClientLayer {
 pub struct ClientService<S> {
     inner: S,
     telemetry: Telemetry,
-    server: Option<(String, u16)>,
+    server: Option<(Arc<str>, Option<u16>)>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>

@@ -9,7 +9,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::TracedBody;
-use super::call::{Call, End, short_type_name};
+use super::call::{Call, End, error_type_name};
 
 pin_project! {
     /// The future of an instrumented service.
@@ -17,6 +17,16 @@ pin_project! {
         #[pin]
         inner: F,
         call: Option<Call>,
+    }
+
+    // Dropped before the response head (a timeout, a `select!`, a peer gone): such calls
+    // are recorded too, or latency alerts would miss exactly the slowest ones.
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.finish(End::Dropped);
+            }
+        }
     }
 }
 
@@ -54,7 +64,7 @@ where
                 Ok(response.map(|body| TracedBody::new(body, call)))
             }
             Err(error) => {
-                call.finish(End::Failed(short_type_name::<E>()));
+                call.finish(End::Failed(error_type_name::<E>()));
                 Err(error)
             }
         })

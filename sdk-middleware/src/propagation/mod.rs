@@ -33,15 +33,20 @@ struct Inner {
 impl Propagation {
     pub(crate) fn new(configured: &[Propagator]) -> Self {
         let mut extract = Vec::with_capacity(configured.len() + 1);
-        // B3 goes first so that a valid traceparent, extracted after it, wins when a caller
-        // sends both.
-        let speaks_b3 = configured
-            .iter()
-            .any(|p| matches!(p, Propagator::B3Single | Propagator::B3Multi));
-        if !configured.is_empty() && !speaks_b3 {
+        // B3 is always accepted and goes first, so that a valid traceparent, extracted after
+        // it, wins when a caller sends both. Either B3 propagator reads both encodings.
+        let is_b3 = |propagator: &Propagator| {
+            matches!(propagator, Propagator::B3Single | Propagator::B3Multi)
+        };
+        if !configured.is_empty() {
             extract.push(boxed(Propagator::B3Multi));
         }
-        extract.extend(configured.iter().map(|&propagator| boxed(propagator)));
+        extract.extend(
+            configured
+                .iter()
+                .filter(|propagator| !is_b3(propagator))
+                .map(|&propagator| boxed(propagator)),
+        );
         let inject = configured
             .iter()
             .map(|&propagator| boxed(propagator))
@@ -74,7 +79,6 @@ fn boxed(propagator: Propagator) -> Box<dyn TextMapPropagator + Send + Sync> {
         Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
         Propagator::Baggage => Box::new(BaggagePropagator::new()),
         Propagator::B3Single => Box::new(B3Propagator::new(B3Encoding::Single)),
-        // Extracting with the multi-header encoding also accepts the single header.
         Propagator::B3Multi => Box::new(B3Propagator::new(B3Encoding::Multi)),
     }
 }
@@ -96,9 +100,29 @@ impl TextMapPropagator for Propagation {
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
+/// The headers the propagators look up on every request.
+mod names {
+    use http::HeaderName;
+
+    pub(super) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    pub(super) static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+    pub(super) static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+    pub(super) static B3: HeaderName = HeaderName::from_static("b3");
+    pub(super) static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+}
+
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        // Every request is asked for these; a prepared name skips parsing the key each time.
+        let value = match key {
+            "traceparent" => self.0.get(&names::TRACEPARENT),
+            "tracestate" => self.0.get(&names::TRACESTATE),
+            "baggage" => self.0.get(&names::BAGGAGE),
+            "b3" => self.0.get(&names::B3),
+            "x-b3-traceid" => self.0.get(&names::B3_TRACE_ID),
+            other => self.0.get(other),
+        };
+        value.and_then(|value| value.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {

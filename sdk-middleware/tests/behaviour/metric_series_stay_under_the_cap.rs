@@ -27,9 +27,15 @@ fn a_flood_of_random_requests_stays_under_the_series_cap() {
         let method = methods[(n % 9) as usize];
         let path = format!("/random/{}/{}", n.wrapping_mul(2_654_435_761), n % 17);
         let mut connection = TcpStream::connect(mesh.gateway()).expect("connect to the gateway");
+        // Every third request claims to be gRPC, for a method nobody serves.
+        let grpc = if n % 3 == 0 {
+            "content-type: application/grpc\r\n"
+        } else {
+            ""
+        };
         let request = format!(
             "{method} {path} HTTP/1.1\r\nhost: gateway\r\nuser-agent: flood-agent/{n}\r\n\
-             x-asm-prefer-tag: lane-{}\r\nconnection: close\r\n\r\n",
+             x-asm-prefer-tag: lane-{}\r\n{grpc}connection: close\r\n\r\n",
             n % 40
         );
         connection.write_all(request.as_bytes()).expect("send");
@@ -75,4 +81,16 @@ fn a_flood_of_random_requests_stays_under_the_series_cap() {
         .filter_map(|row| row["Attributes"]["meshlight.lane"].as_str())
         .collect();
     assert!(lanes.len() <= 4 && lanes.contains("_OTHER"), "{lanes:?}");
+
+    let grpc = collector.wait_for_rows(
+        r#"SELECT "Attributes" FROM otel_metrics_histogram WHERE "MetricName" = 'rpc.server.call.duration'"#,
+        1,
+    );
+    for row in &grpc {
+        let method = &row["Attributes"]["rpc.method"];
+        assert!(
+            method == "_OTHER" || method.is_null(),
+            "invented gRPC methods are _OTHER: {row:?}"
+        );
+    }
 }
