@@ -14,6 +14,8 @@ pub const OTEL_PROPAGATORS: &str = "OTEL_PROPAGATORS";
 pub const MESHLIGHT_LANE_HEADERS: &str = "MESHLIGHT_LANE_HEADERS";
 /// How many distinct lane values may become metric labels before the rest share `_OTHER`.
 pub const MESHLIGHT_LANE_LABEL_LIMIT: &str = "MESHLIGHT_LANE_LABEL_LIMIT";
+/// The lanes that become metric labels, comma-separated; all others are `_OTHER`.
+pub const MESHLIGHT_LANE_LABEL_VALUES: &str = "MESHLIGHT_LANE_LABEL_VALUES";
 /// Longest lane value accepted from a header, in bytes.
 pub const MESHLIGHT_LANE_VALUE_MAX_BYTES: &str = "MESHLIGHT_LANE_VALUE_MAX_BYTES";
 /// Series per metric before new attribute sets go to the overflow series.
@@ -60,7 +62,11 @@ pub struct Settings {
     /// Headers read on ingress, carried in baggage and re-emitted on every outbound call.
     pub lane_headers: Vec<HeaderName>,
     /// Distinct lane values that become metric labels; later ones are labelled `_OTHER`.
+    /// Ignored when `lane_label_values` is set.
     pub lane_label_limit: usize,
+    /// The lanes that become metric labels, all others being `_OTHER`. Empty: the first
+    /// `lane_label_limit` lanes seen, which a caller can exhaust by inventing lanes.
+    pub lane_label_values: Vec<String>,
     /// Longest lane value accepted, in bytes; longer values are ignored.
     pub lane_value_max_bytes: usize,
     /// Series per metric before new attribute sets are folded into the overflow series
@@ -74,6 +80,7 @@ impl Default for Settings {
             propagators: vec![Propagator::TraceContext, Propagator::Baggage],
             lane_headers: vec![HeaderName::from_static(DEFAULT_LANE_HEADER)],
             lane_label_limit: 32,
+            lane_label_values: Vec::new(),
             lane_value_max_bytes: 128,
             metric_cardinality_limit: 2000,
         }
@@ -97,6 +104,14 @@ impl Settings {
         }
         if let Some(value) = lookup(MESHLIGHT_LANE_LABEL_LIMIT) {
             settings.lane_label_limit = parse_count(MESHLIGHT_LANE_LABEL_LIMIT, &value)?;
+        }
+        if let Some(value) = lookup(MESHLIGHT_LANE_LABEL_VALUES) {
+            settings.lane_label_values = value
+                .split(',')
+                .map(str::trim)
+                .filter(|lane| !lane.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(value) = lookup(MESHLIGHT_LANE_VALUE_MAX_BYTES) {
             settings.lane_value_max_bytes = parse_count(MESHLIGHT_LANE_VALUE_MAX_BYTES, &value)?;

@@ -95,8 +95,9 @@ fn is_valid_lane(value: &HeaderValue, max_bytes: usize) -> bool {
         && bytes.iter().all(|byte| byte.is_ascii_graphic())
 }
 
-/// Bounds the lane metric label: the first `limit` distinct lanes keep their name, every
-/// later one is `_OTHER`, so a caller inventing lanes cannot grow the series count.
+/// Bounds the lane metric label, so a caller inventing lanes cannot grow the series count:
+/// the configured lanes keep their name, or, when none are configured, the first `limit`
+/// distinct ones do. Every other lane is `_OTHER`.
 #[derive(Debug)]
 pub(crate) struct LaneLabels {
     limit: usize,
@@ -104,10 +105,21 @@ pub(crate) struct LaneLabels {
 }
 
 impl LaneLabels {
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
+        let configured: HashSet<Arc<str>> = settings
+            .lane_label_values
+            .iter()
+            .map(|lane| Arc::from(lane.as_str()))
+            .collect();
+        // A configured list is complete: no lane seen later is added to it.
+        let limit = if configured.is_empty() {
+            settings.lane_label_limit
+        } else {
+            configured.len()
+        };
         LaneLabels {
             limit,
-            known: RwLock::new(HashSet::new()),
+            known: RwLock::new(configured),
         }
     }
 
@@ -217,8 +229,11 @@ mod tests {
     }
 
     #[test]
-    fn labels_past_the_limit_are_other() {
-        let labels = LaneLabels::new(2);
+    fn labels_past_the_limit_or_outside_the_list_are_other() {
+        let labels = LaneLabels::new(&Settings {
+            lane_label_limit: 2,
+            ..Settings::default()
+        });
         let names: Vec<String> = ["a", "b", "c", "a"]
             .iter()
             .map(|name| {
@@ -228,5 +243,16 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["a", "b", "_OTHER", "a"]);
+
+        let configured = LaneLabels::new(&Settings {
+            lane_label_values: vec!["c".to_owned()],
+            ..Settings::default()
+        });
+        let label = |name| {
+            configured
+                .label(&lane(&[("x-lane", name)], &Context::new()).expect("lane"))
+                .to_string()
+        };
+        assert_eq!([label("a"), label("c")], ["_OTHER", "c"]);
     }
 }

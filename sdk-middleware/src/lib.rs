@@ -56,8 +56,8 @@ mod telemetry;
 
 pub use config::{
     ConfigError, DEFAULT_LANE_HEADER, MESHLIGHT_LANE_HEADERS, MESHLIGHT_LANE_LABEL_LIMIT,
-    MESHLIGHT_LANE_VALUE_MAX_BYTES, MESHLIGHT_METRIC_CARDINALITY_LIMIT, OTEL_PROPAGATORS,
-    Propagator, Settings,
+    MESHLIGHT_LANE_LABEL_VALUES, MESHLIGHT_LANE_VALUE_MAX_BYTES,
+    MESHLIGHT_METRIC_CARDINALITY_LIMIT, OTEL_PROPAGATORS, Propagator, Settings,
 };
 pub use context::{baggage, lane, span_id, spawn, trace_id};
 pub use lane::Lane;

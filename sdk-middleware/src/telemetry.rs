@@ -186,7 +186,7 @@ impl TelemetryBuilder {
             tracer: tracer_provider.tracer(SCOPE_NAME),
             instruments: Instruments::new(&meter_provider.meter(SCOPE_NAME)),
             propagation: Propagation::new(&settings.propagators),
-            lane_labels: LaneLabels::new(settings.lane_label_limit),
+            lane_labels: LaneLabels::new(&settings),
             settings,
         };
         Ok(TelemetryGuard {

@@ -6,6 +6,8 @@ mod call;
 mod client;
 mod future;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use body::TracedBody;
 pub use client::{ClientLayer, ClientService};
