@@ -149,3 +149,52 @@ fn a_call_abandoned_before_its_response_is_recorded_as_cancelled() {
     assert_eq!(attribute(&span, "error.type").as_deref(), Some("cancelled"));
     assert_eq!(attribute(&span, "http.response.status_code"), None);
 }
+
+/// A streaming body that reports the trace id current while it is polled.
+struct ReportsTraceId {
+    done: bool,
+}
+
+impl http_body::Body for ReportsTraceId {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        self.done = true;
+        let trace_id = crate::trace_id()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(trace_id)))))
+    }
+}
+
+#[test]
+fn a_streaming_body_is_polled_inside_its_requests_context() {
+    let (guard, _spans) = telemetry();
+    let handler = service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(ReportsTraceId { done: false }))
+    });
+    let mut service = ServiceBuilder::new()
+        .layer(guard.server_layer())
+        .service(handler);
+    let request = Request::get("/stream")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(String::new())
+        .expect("request");
+    let Poll::Ready(Ok(response)) = poll_once(service.call(request)) else {
+        panic!("ready at once")
+    };
+    let Poll::Ready(Ok(collected)) = poll_once(response.into_body().collect()) else {
+        panic!("body at once")
+    };
+    assert_eq!(collected.to_bytes(), "4bf92f3577b34da6a3ce929d0e0e4736");
+}
