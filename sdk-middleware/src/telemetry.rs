@@ -82,9 +82,13 @@ pub struct TelemetryBuilder {
     service_name: Option<String>,
     settings: Option<Settings>,
     endpoint: Option<String>,
-    span_exporter: Option<Box<dyn FnOnce(SdkTracerProviderBuilder) -> SdkTracerProviderBuilder>>,
-    metric_exporter: Option<Box<dyn FnOnce(SdkMeterProviderBuilder) -> SdkMeterProviderBuilder>>,
+    span_exporter: Option<InstallSpanExporter>,
+    metric_exporter: Option<InstallMetricExporter>,
 }
+
+/// Adds a caller-given exporter to a provider builder.
+type InstallSpanExporter = Box<dyn FnOnce(SdkTracerProviderBuilder) -> SdkTracerProviderBuilder>;
+type InstallMetricExporter = Box<dyn FnOnce(SdkMeterProviderBuilder) -> SdkMeterProviderBuilder>;
 
 type SdkTracerProviderBuilder = opentelemetry_sdk::trace::TracerProviderBuilder;
 type SdkMeterProviderBuilder = opentelemetry_sdk::metrics::MeterProviderBuilder;
@@ -126,12 +130,19 @@ impl TelemetryBuilder {
 
     /// Builds the providers and instruments without touching any global state.
     pub fn build(self) -> Result<TelemetryGuard, InitError> {
-        let settings = match self.settings {
+        let TelemetryBuilder {
+            service_name,
+            settings,
+            endpoint,
+            span_exporter,
+            metric_exporter,
+        } = self;
+        let settings = match settings {
             Some(settings) => settings,
             None => Settings::from_env()?,
         };
         let mut resource = Resource::builder();
-        if let Some(name) = self.service_name {
+        if let Some(name) = service_name {
             resource = resource.with_service_name(name);
         }
         let resource = resource.build();
@@ -145,42 +156,23 @@ impl TelemetryBuilder {
             .enable_all()
             .build()
             .map_err(InitError::Runtime)?;
-        let _entered = runtime.enter();
-
-        let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
-        tracer_provider = match self.span_exporter {
-            Some(install) => install(tracer_provider),
-            None => {
-                let mut exporter = SpanExporter::builder().with_tonic();
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(endpoint.clone());
-                }
-                tracer_provider.with_batch_exporter(exporter.build()?)
+        let providers = {
+            let _entered = runtime.enter();
+            let exporters = Exporters {
+                endpoint,
+                span_exporter,
+                metric_exporter,
+            };
+            exporters.providers(resource, settings.metric_cardinality_limit)
+        };
+        let (tracer_provider, meter_provider) = match providers {
+            Ok(providers) => providers,
+            Err(error) => {
+                // Dropping a runtime blocks, which is not allowed inside another runtime.
+                runtime.shutdown_background();
+                return Err(error);
             }
         };
-        let tracer_provider = tracer_provider.build();
-
-        let cardinality_limit = settings.metric_cardinality_limit;
-        let mut meter_provider = SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_view(move |_: &opentelemetry_sdk::metrics::Instrument| {
-                Stream::builder()
-                    .with_cardinality_limit(cardinality_limit)
-                    .build()
-                    .ok()
-            });
-        meter_provider = match self.metric_exporter {
-            Some(install) => install(meter_provider),
-            None => {
-                let mut exporter = MetricExporter::builder().with_tonic();
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(endpoint.clone());
-                }
-                meter_provider.with_reader(PeriodicReader::builder(exporter.build()?).build())
-            }
-        };
-        let meter_provider = meter_provider.build();
-        drop(_entered);
 
         let shared = Shared {
             tracer: tracer_provider.tracer(SCOPE_NAME),
@@ -210,6 +202,56 @@ impl TelemetryBuilder {
         opentelemetry::global::set_meter_provider(guard.meter_provider.clone());
         opentelemetry::global::set_text_map_propagator(guard.telemetry.shared.propagation.clone());
         Ok(guard)
+    }
+}
+
+/// Where the providers send what they record: OTLP (to `endpoint`, or the environment's)
+/// unless an exporter was given.
+struct Exporters {
+    endpoint: Option<String>,
+    span_exporter: Option<InstallSpanExporter>,
+    metric_exporter: Option<InstallMetricExporter>,
+}
+
+impl Exporters {
+    /// The tracer and meter providers, exporting over OTLP unless an exporter was given.
+    /// Runs inside the export runtime, where the OTLP exporters spawn their connections.
+    fn providers(
+        self,
+        resource: Resource,
+        cardinality_limit: usize,
+    ) -> Result<(SdkTracerProvider, SdkMeterProvider), InitError> {
+        let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
+        tracer_provider = match self.span_exporter {
+            Some(install) => install(tracer_provider),
+            None => {
+                let mut exporter = SpanExporter::builder().with_tonic();
+                if let Some(endpoint) = &self.endpoint {
+                    exporter = exporter.with_endpoint(endpoint.clone());
+                }
+                tracer_provider.with_batch_exporter(exporter.build()?)
+            }
+        };
+
+        let mut meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_view(move |_: &opentelemetry_sdk::metrics::Instrument| {
+                Stream::builder()
+                    .with_cardinality_limit(cardinality_limit)
+                    .build()
+                    .ok()
+            });
+        meter_provider = match self.metric_exporter {
+            Some(install) => install(meter_provider),
+            None => {
+                let mut exporter = MetricExporter::builder().with_tonic();
+                if let Some(endpoint) = &self.endpoint {
+                    exporter = exporter.with_endpoint(endpoint.clone());
+                }
+                meter_provider.with_reader(PeriodicReader::builder(exporter.build()?).build())
+            }
+        };
+        Ok((tracer_provider.build(), meter_provider.build()))
     }
 }
 
