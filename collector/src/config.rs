@@ -27,6 +27,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// SQL query limits.
     pub query: QueryConfig,
+    /// RED metrics derived from the spans ingested.
+    pub span_metrics: SpanMetricsConfig,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
+            span_metrics: SpanMetricsConfig::default(),
         }
     }
 }
@@ -161,6 +164,24 @@ impl Default for QueryConfig {
     }
 }
 
+/// RED metrics derived from spans (`traces.span.metrics.calls` and `.duration`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanMetricsConfig {
+    /// Whether every ingested span updates the derived metrics.
+    pub enabled: bool,
+    /// How often the cumulative series are written as metrics.
+    pub interval_secs: u64,
+    /// Series (service × span name × kind × status) before new ones share the overflow series.
+    pub max_series: usize,
+}
+
+impl Default for SpanMetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval_secs: 15, max_series: 10_000 }
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -201,6 +222,9 @@ impl Config {
         }
         if self.query.timeout_secs == 0 || self.query.max_rows == 0 {
             return invalid("query", "timeout_secs and max_rows must be positive");
+        }
+        if self.span_metrics.interval_secs == 0 || self.span_metrics.max_series == 0 {
+            return invalid("span_metrics", "interval_secs and max_series must be positive");
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ pub mod loadgen;
 pub mod query;
 pub mod schema;
 pub mod server;
+pub mod spanmetrics;
 pub mod store;
 pub mod telemetry;
 #[cfg(test)]

@@ -98,6 +98,15 @@ struct ServeArgs {
     /// query.memory_limit_bytes: memory for sorts, joins and aggregations [default: 1073741824].
     #[arg(long)]
     query_memory_limit_bytes: Option<usize>,
+    /// span_metrics.enabled: derive RED metrics from ingested spans [default: true].
+    #[arg(long)]
+    span_metrics: Option<bool>,
+    /// span_metrics.interval_secs: how often span-derived metrics are written [default: 15].
+    #[arg(long)]
+    span_metrics_interval_secs: Option<u64>,
+    /// span_metrics.max_series: series before the overflow series [default: 10000].
+    #[arg(long)]
+    span_metrics_max_series: Option<usize>,
 }
 
 impl ServeArgs {
@@ -132,6 +141,9 @@ impl ServeArgs {
         set(&mut config.query.timeout_secs, self.query_timeout_secs);
         set(&mut config.query.max_rows, self.query_max_rows);
         set(&mut config.query.memory_limit_bytes, self.query_memory_limit_bytes);
+        set(&mut config.span_metrics.enabled, self.span_metrics);
+        set(&mut config.span_metrics.interval_secs, self.span_metrics_interval_secs);
+        set(&mut config.span_metrics.max_series, self.span_metrics_max_series);
         config.validate()?;
         Ok(config)
     }

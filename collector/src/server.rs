@@ -15,8 +15,9 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::ingest::{Ingestor, otlp_grpc, otlp_http};
+use crate::ingest::{Export, Ingestor, otlp_grpc, otlp_http};
 use crate::query::SqlEngine;
+use crate::spanmetrics::SpanMetrics;
 use crate::store::{Store, StoreError, StoreSettings};
 use crate::telemetry::SelfMetrics;
 
@@ -54,7 +55,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::new(opened.map_err(|error| StoreError::Corrupt(format!("store open panicked: {error}")))??)
     };
     let engine = SqlEngine::new(&store, config.query.clone())?;
-    let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone(), config.limits.clone()));
+    let span_metrics =
+        config.span_metrics.enabled.then(|| Arc::new(SpanMetrics::new(config.span_metrics.clone(), metrics.clone())));
+    let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone(), config.limits.clone(), span_metrics.clone()));
     let api_state = Arc::new(ApiState { engine, store: store.clone(), metrics, ready: AtomicBool::new(false) });
 
     let grpc_listener = bind(config.otlp_grpc).await?;
@@ -67,6 +70,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let _ = receiver.wait_for(|stop| *stop).await;
     };
 
+    let span_metrics_writer = span_metrics.clone().map(|span_metrics| {
+        let (ingestor, stopped) = (ingestor.clone(), until(ingest_stopped.clone()));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(span_metrics.config().interval_secs));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => write_span_metrics(&span_metrics, &ingestor).await,
+                    () = &mut stopped => return,
+                }
+            }
+        })
+    });
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_routes(otlp_grpc::routes(&ingestor))
@@ -107,12 +124,30 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if drained.is_err() {
         tracing::warn!("ingest did not drain in time; unacknowledged requests will be retried by clients");
     }
+    if let (Some(writer), Some(span_metrics)) = (span_metrics_writer, &span_metrics) {
+        let _ = writer.await;
+        // The spans acknowledged since the last interval.
+        write_span_metrics(span_metrics, &ingestor).await;
+    }
     tracing::info!("flushing the memtable");
     store.shutdown().await;
     let _ = stop_api.send(true);
     let _ = api_server.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the span-derived series through the ingest path, like any OTLP client would. A
+/// failed write loses nothing but that interval's exemplars: the series are cumulative.
+async fn write_span_metrics(span_metrics: &SpanMetrics, ingestor: &Ingestor) {
+    let Some(request) = span_metrics.take_export() else {
+        return;
+    };
+    let encoded_len = prost::Message::encoded_len(&request);
+    if let Err(error) = ingestor.export(Export::Metrics(request), encoded_len).await {
+        span_metrics.count_failed_write();
+        tracing::warn!(%error, "span metrics not written; retrying next interval");
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -54,6 +54,10 @@ pub struct SelfMetrics {
     pub retention_deleted_files: Counter,
     pub parquet_bytes: Family<TableLabels, Gauge>,
     pub parquet_files: Family<TableLabels, Gauge>,
+    /// Spans counted in the span-metrics overflow series because `max_series` was reached.
+    pub span_metrics_overflow_spans: Counter,
+    /// Span-metrics writes that failed (retried next interval: the series are cumulative).
+    pub span_metrics_failed_writes: Counter,
 }
 
 impl Default for SelfMetrics {
@@ -79,6 +83,8 @@ impl Default for SelfMetrics {
             retention_deleted_files: Counter::default(),
             parquet_bytes: Family::default(),
             parquet_files: Family::default(),
+            span_metrics_overflow_spans: Counter::default(),
+            span_metrics_failed_writes: Counter::default(),
         };
         let registry = &mut m.registry;
         registry.register("ingest_items_received", "Items decoded from requests", m.items_received.clone());
@@ -99,6 +105,8 @@ impl Default for SelfMetrics {
         registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());
         registry.register("parquet_bytes", "Bytes of Parquet files per table", m.parquet_bytes.clone());
         registry.register("parquet_files", "Parquet files per table", m.parquet_files.clone());
+        registry.register("span_metrics_overflow_spans", "Spans counted in the span-metrics overflow series", m.span_metrics_overflow_spans.clone());
+        registry.register("span_metrics_failed_writes", "Span-metrics writes that failed", m.span_metrics_failed_writes.clone());
         m
     }
 }

@@ -20,6 +20,7 @@ use crate::schema::{
     Rejections, Signal, Table, logs_to_batch, metric_data_points, metrics_to_batches,
     traces_to_batch,
 };
+use crate::spanmetrics::{SpanMetrics, SpanMetricsDelta};
 use crate::store::{PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
 
@@ -168,11 +169,18 @@ pub struct Ingestor {
     store: Arc<Store>,
     metrics: Arc<SelfMetrics>,
     limits: Limits,
+    /// Fed with every acknowledged span, when enabled.
+    span_metrics: Option<Arc<SpanMetrics>>,
 }
 
 impl Ingestor {
-    pub fn new(store: Arc<Store>, metrics: Arc<SelfMetrics>, limits: Limits) -> Self {
-        Self { store, metrics, limits }
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<SelfMetrics>,
+        limits: Limits,
+        span_metrics: Option<Arc<SpanMetrics>>,
+    ) -> Self {
+        Self { store, metrics, limits, span_metrics }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -203,10 +211,15 @@ impl Ingestor {
             }
         };
 
+        let derive_span_metrics = self.span_metrics.is_some();
         let convert = move || {
             let mut rejections = Rejections::default();
             let batches = export.to_batches(&mut rejections);
-            PreparedWrite::new(batches).map(|write| (write, rejections))
+            let span_metrics = batches
+                .iter()
+                .filter(|(table, _)| derive_span_metrics && *table == Table::Traces)
+                .find_map(|(_, batch)| SpanMetricsDelta::from_batch(batch));
+            PreparedWrite::new(batches).map(|write| (write, rejections, span_metrics))
         };
         let prepared = if encoded_len <= INLINE_CONVERSION_MAX_BYTES {
             convert()
@@ -215,7 +228,7 @@ impl Ingestor {
                 .await
                 .map_err(|error| IngestError::Invalid(format!("conversion failed: {error}")))?
         };
-        let (write, rejections) = prepared.map_err(IngestError::Store)?;
+        let (write, rejections, span_metrics) = prepared.map_err(IngestError::Store)?;
 
         for (reason, count) in rejections.by_reason() {
             let labels = SignalReasonLabels { signal: signal.as_str(), reason: reason.as_str() };
@@ -235,6 +248,10 @@ impl Ingestor {
         }
         drop(admission);
         self.metrics.items_accepted.get_or_create(&labels).inc_by(valid_items);
+        // Only acknowledged spans count: a refused request will be retried by its client.
+        if let (Some(all), Some(delta)) = (&self.span_metrics, span_metrics) {
+            all.merge(delta);
+        }
         Ok(rejections)
     }
 
