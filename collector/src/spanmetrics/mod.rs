@@ -154,8 +154,7 @@ impl SpanMetricsDelta {
                 (key, series)
             })
             .collect();
-        let delta = SpanMetricsDelta { series };
-        Some(delta)
+        Some(SpanMetricsDelta { series })
     }
 }
 
