@@ -225,10 +225,10 @@ impl Exporters {
         tracer_provider = match self.span_exporter {
             Some(install) => install(tracer_provider),
             None => {
-                let mut exporter = SpanExporter::builder().with_tonic();
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(endpoint.clone());
-                }
+                let exporter = to_endpoint(
+                    SpanExporter::builder().with_tonic(),
+                    self.endpoint.as_deref(),
+                );
                 tracer_provider.with_batch_exporter(exporter.build()?)
             }
         };
@@ -244,14 +244,22 @@ impl Exporters {
         meter_provider = match self.metric_exporter {
             Some(install) => install(meter_provider),
             None => {
-                let mut exporter = MetricExporter::builder().with_tonic();
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(endpoint.clone());
-                }
+                let exporter = to_endpoint(
+                    MetricExporter::builder().with_tonic(),
+                    self.endpoint.as_deref(),
+                );
                 meter_provider.with_reader(PeriodicReader::builder(exporter.build()?).build())
             }
         };
         Ok((tracer_provider.build(), meter_provider.build()))
+    }
+}
+
+/// `exporter`, sending to `endpoint` if one was configured (else to the environment's).
+fn to_endpoint<B: WithExportConfig>(exporter: B, endpoint: Option<&str>) -> B {
+    match endpoint {
+        Some(endpoint) => exporter.with_endpoint(endpoint),
+        None => exporter,
     }
 }
 
