@@ -29,6 +29,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// RED metrics derived from the spans ingested.
     pub span_metrics: SpanMetricsConfig,
+    /// PromQL queries (the Prometheus HTTP API).
+    pub promql: PromqlConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
             span_metrics: SpanMetricsConfig::default(),
+            promql: PromqlConfig::default(),
         }
     }
 }
@@ -182,6 +185,24 @@ impl Default for SpanMetricsConfig {
     }
 }
 
+/// PromQL query limits, with Prometheus's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromqlConfig {
+    /// A query running longer fails with a `timeout` error (HTTP 503).
+    pub timeout_secs: u64,
+    /// Most samples a query may load or return; more fails with an `execution` error (HTTP 422).
+    pub max_samples: usize,
+    /// How far back an instant selector looks for the latest sample.
+    pub lookback_delta_secs: u64,
+}
+
+impl Default for PromqlConfig {
+    fn default() -> Self {
+        Self { timeout_secs: 120, max_samples: 50_000_000, lookback_delta_secs: 300 }
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -225,6 +246,9 @@ impl Config {
         }
         if self.span_metrics.interval_secs == 0 || self.span_metrics.max_series == 0 {
             return invalid("span_metrics", "interval_secs and max_series must be positive");
+        }
+        if self.promql.timeout_secs == 0 || self.promql.max_samples == 0 || self.promql.lookback_delta_secs == 0 {
+            return invalid("promql", "timeout_secs, max_samples and lookback_delta_secs must be positive");
         }
         Ok(())
     }

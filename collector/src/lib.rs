@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod loadgen;
+pub mod promql;
 pub mod query;
 pub mod schema;
 pub mod server;

@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use meshlight_collector::api::ARROW_STREAM;
 use meshlight_collector::config::{Config, FsyncPolicy};
+use meshlight_collector::promql;
 use meshlight_collector::server;
 
 /// Environment variable naming the config file (same as `--config`).
@@ -27,6 +29,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a SQL query against a running collector and print the result.
     Sql(SqlArgs),
+    /// Run Prometheus's PromQL test scripts (`.test` files) against the PromQL engine.
+    Promqltest(PromqltestArgs),
 }
 
 /// Every setting of the config file can be overridden by its flag.
@@ -107,6 +111,15 @@ struct ServeArgs {
     /// span_metrics.max_series: series before the overflow series [default: 10000].
     #[arg(long)]
     span_metrics_max_series: Option<usize>,
+    /// promql.timeout_secs: PromQL query timeout [default: 120].
+    #[arg(long)]
+    promql_timeout_secs: Option<u64>,
+    /// promql.max_samples: most samples a PromQL query may load or return [default: 50000000].
+    #[arg(long)]
+    promql_max_samples: Option<usize>,
+    /// promql.lookback_delta_secs: how far back an instant selector looks [default: 300].
+    #[arg(long)]
+    promql_lookback_delta_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -144,6 +157,9 @@ impl ServeArgs {
         set(&mut config.span_metrics.enabled, self.span_metrics);
         set(&mut config.span_metrics.interval_secs, self.span_metrics_interval_secs);
         set(&mut config.span_metrics.max_series, self.span_metrics_max_series);
+        set(&mut config.promql.timeout_secs, self.promql_timeout_secs);
+        set(&mut config.promql.max_samples, self.promql_max_samples);
+        set(&mut config.promql.lookback_delta_secs, self.promql_lookback_delta_secs);
         config.validate()?;
         Ok(config)
     }
@@ -185,8 +201,62 @@ async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+struct PromqltestArgs {
+    /// `.test` files, or directories whose `.test` files run in name order.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Also list every failing case.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// Prints per file the eval cases run, passed, failed and skipped (native histograms),
+/// and fails when any supported case fails.
+async fn run_promqltest(args: PromqltestArgs) -> anyhow::Result<ExitCode> {
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.retain(|p| p.extension().is_some_and(|ext| ext == "test"));
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    println!("{:<40} {:>6} {:>6} {:>6} {:>7}", "file", "ran", "passed", "failed", "skipped");
+    let (mut ran, mut passed, mut skipped, mut failures) = (0, 0, 0, Vec::new());
+    for file in &files {
+        let script = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let report = promql::test_format::run(&script).await;
+        let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        println!("{name:<40} {:>6} {:>6} {:>6} {:>7}", report.ran(), report.passed, report.failed.len(), report.skipped);
+        ran += report.ran();
+        passed += report.passed;
+        skipped += report.skipped;
+        failures.extend(report.failed.into_iter().map(|failure| format!("{name}: {failure}")));
+    }
+    println!("{:<40} {ran:>6} {passed:>6} {:>6} {skipped:>7}", "total", failures.len());
+    if ran > 0 {
+        println!("passed {:.1}% of the cases run (skipped cases need native histograms)", 100.0 * passed as f64 / ran as f64);
+    }
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.verbose {
+        failures.iter().for_each(|failure| println!("FAIL {failure}"));
+    } else {
+        println!("{} failing case(s); --verbose lists them", failures.len());
+    }
+    Ok(ExitCode::FAILURE)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -200,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
             server::serve(config, server::termination_signal()).await?;
         }
         Command::Sql(args) => run_sql(args).await?,
+        Command::Promqltest(args) => return run_promqltest(args).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -58,7 +58,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let span_metrics =
         config.span_metrics.enabled.then(|| Arc::new(SpanMetrics::new(config.span_metrics.clone(), metrics.clone())));
     let ingestor = Arc::new(Ingestor::new(store.clone(), metrics.clone(), config.limits.clone(), span_metrics.clone()));
-    let api_state = Arc::new(ApiState { engine, store: store.clone(), metrics, ready: AtomicBool::new(false) });
+    let promql = crate::promql::Engine {
+        lookback: Duration::from_secs(config.promql.lookback_delta_secs),
+        timeout: Duration::from_secs(config.promql.timeout_secs),
+        max_samples: config.promql.max_samples,
+        ..Default::default()
+    };
+    let api_state = Arc::new(ApiState { engine, promql, store: store.clone(), metrics, ready: AtomicBool::new(false) });
 
     let grpc_listener = bind(config.otlp_grpc).await?;
     let http_listener = bind(config.otlp_http).await?;

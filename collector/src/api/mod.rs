@@ -8,6 +8,9 @@
 //! | `GET /metrics` | self-metrics, Prometheus text format |
 //! | `GET /ready` | 200 once serving, 503 while shutting down |
 //! | `GET /health` | 200 while the process runs |
+//! | `/api/v1/query`, `query_range`, `series`, `labels`, `label/<name>/values`, `metadata`, `status/buildinfo` | the Prometheus HTTP API over the stored metrics, also under `/prometheus/api/v1/` ([`prometheus`]) |
+
+mod prometheus;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +32,8 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// What the API handlers share.
 pub struct ApiState {
     pub engine: SqlEngine,
+    /// PromQL limits; queries read the metrics through `engine`.
+    pub promql: crate::promql::Engine,
     pub store: Arc<Store>,
     pub metrics: Arc<SelfMetrics>,
     /// False from the moment shutdown begins, so load balancers stop sending.
@@ -37,7 +42,11 @@ pub struct ApiState {
 
 /// The API routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    for (path, route) in prometheus::routes() {
+        router = router.route(&format!("/api/v1{path}"), route.clone()).route(&format!("/prometheus/api/v1{path}"), route);
+    }
+    router
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/admin/flush", post(flush))
         .route("/api/v1/admin/compact", post(compact))

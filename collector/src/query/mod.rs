@@ -1,6 +1,7 @@
 //! SQL over the store with DataFusion: every table is memtable + Parquet as one table.
 
 mod json;
+pub mod prometheus;
 mod table;
 
 use std::sync::Arc;
@@ -106,14 +107,20 @@ impl SqlEngine {
 
     /// Runs one read-only statement within the configured timeout and row limit.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        self.query_with_row_limit(sql, self.config.max_rows).await
+    }
+
+    /// Runs one read-only statement within the configured timeout and the given row limit
+    /// (the PromQL engine reads with its own sample limit).
+    pub async fn query_with_row_limit(&self, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
         let timeout = Duration::from_secs(self.config.timeout_secs);
-        match tokio::time::timeout(timeout, self.run(sql)).await {
+        match tokio::time::timeout(timeout, self.run(sql, max_rows)).await {
             Ok(result) => result,
             Err(_) => Err(QueryError::Timeout(timeout)),
         }
     }
 
-    async fn run(&self, sql: &str) -> Result<QueryResult, QueryError> {
+    async fn run(&self, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -126,8 +133,8 @@ impl SqlEngine {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows += batch.num_rows();
-            if rows > self.config.max_rows {
-                return Err(QueryError::TooManyRows(self.config.max_rows));
+            if rows > max_rows {
+                return Err(QueryError::TooManyRows(max_rows));
             }
             batches.push(batch);
         }

@@ -9,6 +9,7 @@ mod compressed_requests_and_the_sql_cli;
 mod corrupt_wal_tail_is_skipped_and_counted;
 mod data_is_queryable_before_flush;
 mod sigterm_flushes_and_compaction_merges;
+mod promql_api_answers_like_prometheus;
 mod spans_become_red_metrics;
 
 mod otel_python_sdk_roundtrip;

@@ -1,0 +1,493 @@
+//! Query entry points and the step-by-step evaluator.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+
+use super::storage::{Selection, SeriesSource, StoredSeries};
+use super::{aggregate, binary, functions, is_stale_marker, ErrorKind, Labels, Millis, QueryError, Result, Sample, Series, Value, METRIC_NAME};
+
+/// Query limits and PromQL's time constants.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// How far back an instant selector looks for a sample (Prometheus: 5 minutes).
+    pub lookback: Duration,
+    /// A query running longer fails with a `timeout` error.
+    pub timeout: Duration,
+    /// Most samples a query may load or produce before it fails with an `execution` error.
+    pub max_samples: usize,
+    /// The step of a subquery written without one, such as `x[1h:]`.
+    pub default_subquery_step: Duration,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            lookback: Duration::from_secs(300),
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Engine {
+    /// Evaluates `query` at one instant.
+    pub async fn instant<S: SeriesSource>(&self, source: &S, query: &str, at: Millis) -> Result<Value> {
+        let expr = parse(query)?;
+        let evaluator = self.prepare(source, &expr, at, at, 0).await?;
+        let value = evaluator.eval(&expr, at)?;
+        evaluator.check_deadline()?;
+        let returned = match &value {
+            Val::Vector(samples) => samples.len(),
+            Val::Range(range) => range.series.iter().map(|s| s.points.len()).sum(),
+            Val::Scalar(_) | Val::String(_) => 1,
+        };
+        evaluator.check_samples(evaluator.fetched_samples + returned)?;
+        Ok(match value {
+            Val::Scalar(value) => Value::Scalar(value),
+            Val::String(value) => Value::String(value),
+            Val::Vector(samples) => {
+                Value::Vector(samples.into_iter().map(|sample| Sample { timestamp: at, ..sample }).collect())
+            }
+            Val::Range(range) => Value::Matrix(range.series),
+        })
+    }
+
+    /// Evaluates `query` at every `step` from `start` to `end`, both included.
+    pub async fn range<S: SeriesSource>(&self, source: &S, query: &str, start: Millis, end: Millis, step: Millis) -> Result<Vec<Series>> {
+        if step <= 0 {
+            return Err(QueryError::bad_data("zero or negative query resolution step widths are not accepted. Try a positive integer"));
+        }
+        if end < start {
+            return Err(QueryError::bad_data("end timestamp must not be before start time"));
+        }
+        let expr = parse(query)?;
+        if !matches!(expr.value_type(), ValueType::Scalar | ValueType::Vector) {
+            return Err(QueryError::bad_data(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                value_type_name(expr.value_type())
+            )));
+        }
+        let evaluator = self.prepare(source, &expr, start, end, step).await?;
+        let mut series = SeriesBuilder::default();
+        let mut samples_held = evaluator.fetched_samples;
+        for t in (start..=end).step_by(step as usize) {
+            evaluator.check_deadline()?;
+            samples_held += series.push_step(t, evaluator.eval(&expr, t)?)?;
+            evaluator.check_samples(samples_held)?;
+        }
+        let mut series = series.finish();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
+    }
+
+    /// Fetches every selector's samples for the span the query can reach.
+    async fn prepare<S: SeriesSource>(&self, source: &S, expr: &Expr, start: Millis, end: Millis, step: Millis) -> Result<Evaluator> {
+        let mut evaluator = Evaluator {
+            start,
+            end,
+            step,
+            lookback: millis(self.lookback),
+            subquery_step: millis(self.default_subquery_step),
+            max_samples: self.max_samples,
+            deadline: Instant::now() + self.timeout,
+            fetched: HashMap::new(),
+            fetched_samples: 0,
+        };
+        let mut wanted = Vec::new();
+        evaluator.plan(expr, start, end, &mut wanted);
+        for (selector, from, to) in wanted {
+            evaluator.check_deadline()?;
+            let matchers = selector_matchers(selector);
+            let selection = Selection { matchers: &matchers, or_matchers: &selector.matchers.or_matchers, start: from, end: to };
+            let series = tokio::time::timeout_at(evaluator.deadline.into(), source.select(selection)).await.map_err(|_| timed_out())??;
+            evaluator.fetched_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            evaluator.check_samples(evaluator.fetched_samples)?;
+            evaluator.fetched.insert(selector as *const VectorSelector as usize, series);
+        }
+        Ok(evaluator)
+    }
+}
+
+fn parse(query: &str) -> Result<Expr> {
+    parser::parse(&decode_byte_escapes(query)?).map_err(QueryError::bad_data)
+}
+
+/// Go's PromQL reads `\xNN` in a string as a byte, so `"\xc3\xa9"` is "é"; the parser
+/// crate reads it as the code point U+00NN. Rewrites escapes of bytes 0x80–0xFF as the
+/// characters they spell in UTF-8, and refuses strings whose bytes are not UTF-8.
+fn decode_byte_escapes(query: &str) -> Result<std::borrow::Cow<'_, str>> {
+    let high_byte_escape = |at: usize| {
+        let hex = query.get(at + 2..at + 4)?;
+        let byte = u8::from_str_radix(hex, 16).ok()?;
+        (query.as_bytes()[at + 1] == b'x' && byte >= 0x80).then_some(byte)
+    };
+    if !query.contains("\\x") {
+        return Ok(query.into());
+    }
+    let bytes = query.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut quote = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match quote {
+            None if matches!(byte, b'"' | b'\'' | b'`') => quote = Some(byte),
+            Some(open) if byte == open => quote = None,
+            Some(open) if byte == b'\\' && open != b'`' && at + 1 < bytes.len() => {
+                if let Some(decoded) = high_byte_escape(at) {
+                    out.push(decoded);
+                    at += 4;
+                } else {
+                    out.extend_from_slice(&bytes[at..at + 2]);
+                    at += 2;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(byte);
+        at += 1;
+    }
+    String::from_utf8(out).map(Into::into).map_err(|_| QueryError::bad_data("invalid UTF-8 in a string literal"))
+}
+
+fn timed_out() -> QueryError {
+    QueryError { kind: ErrorKind::Timeout, message: "query timed out in expression evaluation".into() }
+}
+
+fn millis(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
+}
+
+pub(super) fn value_type_name(value_type: ValueType) -> &'static str {
+    match value_type {
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+        ValueType::Vector => "vector",
+        ValueType::Matrix => "matrix",
+    }
+}
+
+/// The selector's matchers with its metric name as a `__name__` matcher.
+pub fn selector_matchers(selector: &VectorSelector) -> Vec<Matcher> {
+    let mut matchers = selector.matchers.matchers.clone();
+    if let Some(name) = &selector.name {
+        matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+    }
+    matchers
+}
+
+/// An evaluated sub-expression.
+#[derive(Debug, Clone)]
+pub(super) enum Val {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Sample>),
+    Range(RangeVector),
+}
+
+impl Val {
+    pub(super) fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::String(_) => "string",
+            Val::Vector(_) => "vector",
+            Val::Range(_) => "matrix",
+        }
+    }
+}
+
+/// A range vector with its window `(end - range, end]`, which extrapolating functions need.
+#[derive(Debug, Clone)]
+pub(super) struct RangeVector {
+    pub series: Vec<Series>,
+    pub end: Millis,
+    pub range: Millis,
+}
+
+/// Collects samples into series by label set, keeping first-seen order.
+#[derive(Default)]
+struct SeriesBuilder {
+    index: HashMap<Labels, usize>,
+    series: Vec<Series>,
+}
+
+impl SeriesBuilder {
+    /// Adds one step's result (a scalar becomes the series without labels) and returns how
+    /// many samples that was.
+    fn push_step(&mut self, t: Millis, value: Val) -> Result<usize> {
+        match value {
+            Val::Scalar(value) => {
+                self.push(&Labels::default(), t, value);
+                Ok(1)
+            }
+            Val::Vector(samples) => {
+                let added = samples.len();
+                for sample in samples {
+                    self.push(&sample.labels, t, sample.value);
+                }
+                Ok(added)
+            }
+            other => Err(QueryError::bad_data(format!("expected a scalar or an instant vector, got {}", other.type_name()))),
+        }
+    }
+
+    fn push(&mut self, labels: &Labels, t: Millis, value: f64) {
+        let at = *self.index.entry(labels.clone()).or_insert_with(|| {
+            self.series.push(Series { labels: labels.clone(), points: Vec::new() });
+            self.series.len() - 1
+        });
+        self.series[at].points.push((t, value));
+    }
+
+    fn finish(self) -> Vec<Series> {
+        self.series
+    }
+}
+
+/// Evaluates expressions at single instants over the fetched samples.
+pub(super) struct Evaluator {
+    /// The query's first and last evaluation times (`@ start()`, `@ end()`) and its step.
+    start: Millis,
+    end: Millis,
+    step: Millis,
+    lookback: Millis,
+    subquery_step: Millis,
+    max_samples: usize,
+    deadline: Instant,
+    /// Samples per selector, keyed by the selector node's address in the query's tree.
+    fetched: HashMap<usize, Vec<StoredSeries>>,
+    fetched_samples: usize,
+}
+
+impl Evaluator {
+    /// Lists each selector with the time span (inclusive) it can read when `expr` is
+    /// evaluated anywhere in `[from, to]`.
+    fn plan<'q>(&self, expr: &'q Expr, from: Millis, to: Millis, wanted: &mut Vec<(&'q VectorSelector, Millis, Millis)>) {
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let (from, to) = self.shifted(&vs.at, &vs.offset, from, to);
+                wanted.push((vs, from.saturating_sub(self.lookback), to));
+            }
+            Expr::MatrixSelector(ms) => {
+                let (from, to) = self.shifted(&ms.vs.at, &ms.vs.offset, from, to);
+                wanted.push((&ms.vs, from.saturating_sub(millis(ms.range)), to));
+            }
+            Expr::Subquery(sq) => {
+                let (from, to) = self.shifted(&sq.at, &sq.offset, from, to);
+                self.plan(&sq.expr, from.saturating_sub(millis(sq.range)), to, wanted);
+            }
+            Expr::Aggregate(agg) => {
+                self.plan(&agg.expr, from, to, wanted);
+                if let Some(param) = &agg.param {
+                    self.plan(param, from, to, wanted);
+                }
+            }
+            Expr::Unary(unary) => self.plan(&unary.expr, from, to, wanted),
+            Expr::Binary(binary) => {
+                self.plan(&binary.lhs, from, to, wanted);
+                self.plan(&binary.rhs, from, to, wanted);
+            }
+            Expr::Paren(paren) => self.plan(&paren.expr, from, to, wanted),
+            Expr::Call(call) => {
+                for arg in &call.args.args {
+                    self.plan(arg, from, to, wanted);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    /// `[from, to]` moved by an `@` and an `offset`.
+    fn shifted(&self, at: &Option<AtModifier>, offset: &Option<Offset>, from: Millis, to: Millis) -> (Millis, Millis) {
+        (self.effective_time(at, offset, from), self.effective_time(at, offset, to))
+    }
+
+    /// The time a selector or subquery evaluated at `t` reads at.
+    fn effective_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: Millis) -> Millis {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(time)) => system_time_millis(*time),
+        };
+        match offset {
+            None => base,
+            Some(Offset::Pos(d)) => base.saturating_sub(millis(*d)),
+            Some(Offset::Neg(d)) => base.saturating_add(millis(*d)),
+        }
+    }
+
+    pub(super) fn check_deadline(&self) -> Result<()> {
+        if Instant::now() > self.deadline {
+            return Err(timed_out());
+        }
+        Ok(())
+    }
+
+    fn check_samples(&self, samples: usize) -> Result<()> {
+        if samples > self.max_samples {
+            return Err(QueryError::execution("query processing would load too many samples into memory in query execution"));
+        }
+        Ok(())
+    }
+
+    /// The query's step, 0 for an instant query (the `step()` function).
+    pub(super) fn query_step(&self) -> Millis {
+        self.step
+    }
+
+    /// The query's first evaluation time (the `start()` function).
+    pub(super) fn query_start(&self) -> Millis {
+        self.start
+    }
+
+    /// The query's last evaluation time (the `end()` function).
+    pub(super) fn query_end(&self) -> Millis {
+        self.end
+    }
+
+    pub(super) fn eval(&self, expr: &Expr, t: Millis) -> Result<Val> {
+        Ok(match expr {
+            Expr::NumberLiteral(number) => Val::Scalar(number.val),
+            Expr::StringLiteral(string) => Val::String(string.val.clone()),
+            Expr::Paren(paren) => self.eval(&paren.expr, t)?,
+            Expr::Unary(unary) => match self.eval(&unary.expr, t)? {
+                Val::Scalar(value) => Val::Scalar(-value),
+                Val::Vector(samples) => {
+                    let negated: Vec<Sample> =
+                        samples.into_iter().map(|s| Sample { labels: s.labels.without_metric_name(), value: -s.value, ..s }).collect();
+                    ensure_unique_labels(&negated)?;
+                    Val::Vector(negated)
+                }
+                other => return Err(QueryError::bad_data(format!("unary expression only allowed on scalar or vector, got {}", other.type_name()))),
+            },
+            Expr::VectorSelector(vs) => Val::Vector(self.instant_selector(vs, t)),
+            Expr::MatrixSelector(ms) => {
+                let end = self.effective_time(&ms.vs.at, &ms.vs.offset, t);
+                Val::Range(self.range_selector(&ms.vs, end, millis(ms.range)))
+            }
+            Expr::Subquery(sq) => Val::Range(self.subquery(sq, t)?),
+            Expr::Call(call) => functions::call(self, call, t)?,
+            Expr::Aggregate(agg) => aggregate::eval(self, agg, t)?,
+            Expr::Binary(binary) => binary::eval(self, binary, t)?,
+            Expr::Extension(_) => return Err(QueryError::bad_data("extension expressions are not supported")),
+        })
+    }
+
+    /// Evaluates an argument that must be a scalar.
+    pub(super) fn eval_scalar(&self, expr: &Expr, t: Millis) -> Result<f64> {
+        match self.eval(expr, t)? {
+            Val::Scalar(value) => Ok(value),
+            other => Err(QueryError::bad_data(format!("expected a scalar, got {}", other.type_name()))),
+        }
+    }
+
+    pub(super) fn eval_vector(&self, expr: &Expr, t: Millis) -> Result<Vec<Sample>> {
+        match self.eval(expr, t)? {
+            Val::Vector(samples) => Ok(samples),
+            other => Err(QueryError::bad_data(format!("expected an instant vector, got {}", other.type_name()))),
+        }
+    }
+
+    pub(super) fn eval_range(&self, expr: &Expr, t: Millis) -> Result<RangeVector> {
+        match self.eval(expr, t)? {
+            Val::Range(range) => Ok(range),
+            other => Err(QueryError::bad_data(format!("expected a range vector, got {}", other.type_name()))),
+        }
+    }
+
+    pub(super) fn eval_string(&self, expr: &Expr, t: Millis) -> Result<String> {
+        match self.eval(expr, t)? {
+            Val::String(value) => Ok(value),
+            other => Err(QueryError::bad_data(format!("expected a string, got {}", other.type_name()))),
+        }
+    }
+
+    fn fetched(&self, vs: &VectorSelector) -> &[StoredSeries] {
+        self.fetched.get(&(vs as *const VectorSelector as usize)).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The newest sample of each series in `(t - lookback, t]`, unless it marks the series stale.
+    pub(super) fn instant_selector(&self, vs: &VectorSelector, t: Millis) -> Vec<Sample> {
+        let t = self.effective_time(&vs.at, &vs.offset, t);
+        self.fetched(vs)
+            .iter()
+            .filter_map(|series| {
+                let newer = series.samples.partition_point(|(at, _)| *at <= t);
+                let (at, value) = *series.samples[..newer].last()?;
+                (at > t.saturating_sub(self.lookback) && !is_stale_marker(value)).then(|| Sample { labels: series.labels.clone(), value, timestamp: at })
+            })
+            .collect()
+    }
+
+    /// Each series' samples in `(end - range, end]`, staleness markers left out.
+    fn range_selector(&self, vs: &VectorSelector, end: Millis, range: Millis) -> RangeVector {
+        let series = self
+            .fetched(vs)
+            .iter()
+            .filter_map(|series| {
+                let from = series.samples.partition_point(|(at, _)| *at <= end.saturating_sub(range));
+                let to = series.samples.partition_point(|(at, _)| *at <= end);
+                let points: Vec<_> = series.samples[from..to].iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect();
+                (!points.is_empty()).then(|| Series { labels: series.labels.clone(), points })
+            })
+            .collect();
+        RangeVector { series, end, range }
+    }
+
+    /// The inner expression evaluated at every multiple of the step in `(end - range, end]`.
+    fn subquery(&self, sq: &SubqueryExpr, t: Millis) -> Result<RangeVector> {
+        let end = self.effective_time(&sq.at, &sq.offset, t);
+        let range = millis(sq.range);
+        let step = sq.step.map(millis).filter(|step| *step > 0).unwrap_or(self.subquery_step);
+        let first = end.saturating_sub(range).div_euclid(step).saturating_mul(step).saturating_add(step);
+        let mut series = SeriesBuilder::default();
+        let mut samples_held = self.fetched_samples;
+        let mut at = first;
+        while at <= end {
+            self.check_deadline()?;
+            samples_held += series.push_step(at, self.eval(&sq.expr, at)?)?;
+            self.check_samples(samples_held)?;
+            let Some(next) = at.checked_add(step) else { break };
+            at = next;
+        }
+        Ok(RangeVector { series: series.finish(), end, range })
+    }
+}
+
+fn system_time_millis(time: SystemTime) -> Millis {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => millis(after),
+        Err(before) => -millis(before.duration()),
+    }
+}
+
+/// Fails when two samples of a vector have the same labels, as Prometheus does after an
+/// operation that drops labels.
+pub(super) fn ensure_unique_labels(samples: &[Sample]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    if samples.iter().all(|s| seen.insert(&s.labels)) {
+        Ok(())
+    } else {
+        Err(QueryError::execution("vector cannot contain metrics with the same labelset"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_escapes_are_read_as_utf8_bytes() {
+        assert_eq!(decode_byte_escapes(r#"x{a="\xc3\xa9"}"#).expect("valid UTF-8"), "x{a=\"é\"}");
+        assert_eq!(decode_byte_escapes(r#"x{a="\x41\n"}"#).expect("no high bytes"), r#"x{a="\x41\n"}"#);
+        assert_eq!(decode_byte_escapes(r#"x{a=`\xff`}"#).expect("raw strings have no escapes"), r#"x{a=`\xff`}"#);
+        assert_eq!(decode_byte_escapes(r#"label_replace(x, "\xff", "", "a", "")"#).expect_err("not UTF-8").kind, ErrorKind::BadData);
+    }
+}
