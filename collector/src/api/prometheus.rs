@@ -1,5 +1,5 @@
 //! The Prometheus HTTP API (`/api/v1/query`, `query_range`, `series`, `labels`,
-//! `label/<name>/values`, `metadata`, `status/buildinfo`) over the stored metrics, with
+//! `label/<name>/values`, `metadata`, `query_exemplars`, `status/buildinfo`) over the stored metrics, with
 //! Prometheus's response envelope and error types. Parameters come from the URL and, for
 //! POST, from a form body, as in Prometheus.
 
@@ -37,6 +37,7 @@ pub(super) fn routes() -> Vec<(&'static str, MethodRouter<Arc<ApiState>>)> {
         ("/labels", get(labels).post(labels)),
         ("/label/{name}/values", get(label_values)),
         ("/metadata", get(metadata)),
+        ("/query_exemplars", get(query_exemplars).post(query_exemplars)),
         ("/status/buildinfo", get(buildinfo)),
     ]
 }
@@ -231,6 +232,33 @@ async fn metadata(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderM
     }
     let out: BTreeMap<String, Vec<JsonValue>> = out.into_iter().take(limit.unwrap_or(usize::MAX)).collect();
     Ok(success(json!(out)))
+}
+
+/// The exemplars of every series the query's selectors select, in `[start, end]`.
+async fn query_exemplars(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let params = Params::new(&uri, &headers, &body);
+    let query = params.required("query")?;
+    let (start, end) = (params.time("start", MIN_TIME)?, params.time("end", now())?);
+    if end < start {
+        return Err(ApiError::bad_data("end timestamp must not be before start timestamp"));
+    }
+    let mut found = BTreeMap::new();
+    for selector in promql::selectors(query)? {
+        let matchers = promql::selector_matchers(&selector);
+        let selection = Selection { matchers: &matchers, or_matchers: &selector.matchers.or_matchers, start, end };
+        found.extend(source(&state).exemplars(&selection).await?);
+    }
+    let data: Vec<JsonValue> = found
+        .iter()
+        .map(|(series, exemplars)| {
+            let exemplars: Vec<JsonValue> = exemplars
+                .iter()
+                .map(|e| json!({ "labels": labels_json(&e.labels), "value": format_value(e.value), "timestamp": seconds(e.at) }))
+                .collect();
+            json!({ "seriesLabels": labels_json(series), "exemplars": exemplars })
+        })
+        .collect();
+    Ok(success(json!(data)))
 }
 
 async fn buildinfo() -> Response {

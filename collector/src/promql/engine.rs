@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use promql_parser::util::{walk_expr, ExprVisitor};
 
 use super::storage::{Selection, SeriesSource, StoredSeries};
 use super::{aggregate, binary, functions, is_stale_marker, ErrorKind, Labels, Millis, QueryError, Result, Sample, Series, Value, METRIC_NAME};
@@ -171,6 +172,25 @@ pub(super) fn value_type_name(value_type: ValueType) -> &'static str {
         ValueType::Vector => "vector",
         ValueType::Matrix => "matrix",
     }
+}
+
+/// Every series selector a query reads, including those of range selectors.
+pub fn selectors(query: &str) -> Result<Vec<VectorSelector>> {
+    struct Collect(Vec<VectorSelector>);
+    impl ExprVisitor for Collect {
+        type Error = std::convert::Infallible;
+        fn pre_visit(&mut self, expr: &Expr) -> std::result::Result<bool, Self::Error> {
+            match expr {
+                Expr::VectorSelector(vs) => self.0.push(vs.clone()),
+                Expr::MatrixSelector(ms) => self.0.push(ms.vs.clone()),
+                _ => {}
+            }
+            Ok(true)
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let Ok(_) = walk_expr(&mut collect, &parse(query)?);
+    Ok(collect.0)
 }
 
 /// The selector's matchers with its metric name as a `__name__` matcher.

@@ -32,7 +32,7 @@ pub mod test_format;
 
 use std::fmt;
 
-pub use engine::{selector_matchers, Engine};
+pub use engine::{selector_matchers, selectors, Engine};
 pub use labels::{Labels, METRIC_NAME};
 pub use storage::{MemoryStorage, Selection, SeriesSource, StoredSeries};
 

@@ -17,10 +17,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
 use arrow::array::{Array, AsArray, MapArray};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
+use promql_parser::label::MatchOp;
 
 use super::{QueryError, SqlEngine};
 use crate::schema::Table;
@@ -193,15 +195,30 @@ pub struct StoredMetrics<'a> {
     sql: &'a SqlEngine,
     /// Most rows one selector may read.
     max_rows: usize,
+    /// The last catalog read and its span: the selectors of one query mostly share a span.
+    last_catalog: Mutex<Option<(Millis, Millis, Vec<CatalogEntry>)>>,
 }
 
 impl<'a> StoredMetrics<'a> {
     pub fn new(sql: &'a SqlEngine, max_rows: usize) -> Self {
-        Self { sql, max_rows }
+        Self { sql, max_rows, last_catalog: Mutex::new(None) }
     }
 
     /// Every metric with a point in `[start, end]` (milliseconds).
     pub async fn catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
+        if let Some((_, _, entries)) = self.last_catalog().as_ref().filter(|(from, to, _)| (*from, *to) == (start, end)) {
+            return Ok(entries.clone());
+        }
+        let entries = self.read_catalog(start, end).await?;
+        *self.last_catalog() = Some((start, end, entries.clone()));
+        Ok(entries)
+    }
+
+    fn last_catalog(&self) -> std::sync::MutexGuard<'_, Option<(Millis, Millis, Vec<CatalogEntry>)>> {
+        self.last_catalog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn read_catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
         let time = time_filter(start, end);
         let sql = format!(
             "SELECT 'otel_metrics_gauge' AS t, \"MetricName\", \"MetricUnit\", max(\"MetricDescription\") AS d, false AS counter FROM otel_metrics_gauge WHERE {time} GROUP BY 2, 3 \
@@ -243,61 +260,233 @@ impl<'a> StoredMetrics<'a> {
             MetricKind::Summary => "\"Count\", \"Sum\", \"ValueAtQuantiles.Quantile\", \"ValueAtQuantiles.Value\"",
         };
         let sql = format!(
-            "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE \"MetricName\" = '{}' AND \"MetricUnit\" = '{}' AND {}",
+            "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}",
             entry.table,
-            entry.otel_name.replace('\'', "''"),
-            entry.unit.replace('\'', "''"),
-            time_filter(selection.start, selection.end)
+            metric_filter(entry),
+            time_filter(selection.start, selection.end),
+            service_filter(selection)
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+        let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
+        let wants = |suffix: &str| names.iter().all(|m| m.is_match(&format!("{}{suffix}", entry.name)));
+        // The per-point series: a histogram's buckets, a summary's quantiles.
+        let points_suffix = if entry.kind == MetricKind::Histogram { "_bucket" } else { "" };
+        let (want_value, want_points, want_count, want_sum) = (wants(""), wants(points_suffix), wants("_count"), wants("_sum"));
+        let mut series = SeriesSlots::new(&entry.name, selection);
         for batch in &result.batches {
             let resources = batch.column(0).as_map();
             let attributes = batch.column(1).as_map();
             let times = batch.column(2).as_primitive::<TimestampNanosecondType>();
             for row in 0..batch.num_rows() {
                 let at = times.value(row).div_euclid(1_000_000);
-                let labels = series_labels(resources, attributes, row);
-                let mut push = |suffix: &str, extra: Option<(&str, String)>, value: f64| {
-                    let mut pairs = labels.clone();
-                    pairs.insert(METRIC_NAME.to_owned(), format!("{}{suffix}", entry.name));
-                    if let Some((name, value)) = extra {
-                        pairs.insert(name.to_owned(), value);
-                    }
-                    let labels = Labels::from_pairs(pairs);
-                    if selection.matches(&labels) {
-                        out.entry(labels).or_default().push((at, value));
-                    }
-                };
+                let mut row = series.row(resources, attributes, row, at);
                 match entry.kind {
-                    MetricKind::Gauge | MetricKind::Counter => push("", None, batch.column(3).as_primitive::<Float64Type>().value(row)),
+                    MetricKind::Gauge | MetricKind::Counter if want_value => row.push("", None, batch.column(3).as_primitive::<Float64Type>().value(row.index)),
+                    MetricKind::Gauge | MetricKind::Counter => {}
                     MetricKind::Histogram | MetricKind::Summary => {
-                        let count = batch.column(3).as_primitive::<UInt64Type>().value(row) as f64;
-                        push("_count", None, count);
-                        push("_sum", None, batch.column(4).as_primitive::<Float64Type>().value(row));
-                        let (first, second) = (batch.column(5).as_list::<i32>().value(row), batch.column(6).as_list::<i32>().value(row));
+                        let count = batch.column(3).as_primitive::<UInt64Type>().value(row.index) as f64;
+                        if want_count {
+                            row.push("_count", None, count);
+                        }
+                        if want_sum {
+                            row.push("_sum", None, batch.column(4).as_primitive::<Float64Type>().value(row.index));
+                        }
+                        if !want_points {
+                            continue;
+                        }
+                        let (first, second) = (batch.column(5).as_list::<i32>().value(row.index), batch.column(6).as_list::<i32>().value(row.index));
                         if entry.kind == MetricKind::Histogram {
                             let (counts, bounds) = (first.as_primitive::<UInt64Type>(), second.as_primitive::<Float64Type>());
                             let mut cumulative = 0.0;
                             for (i, bound) in bounds.values().iter().enumerate() {
                                 cumulative += counts.values().get(i).copied().unwrap_or(0) as f64;
-                                push("_bucket", Some(("le", format_value(*bound))), cumulative);
+                                row.push("_bucket", Some(("le", *bound)), cumulative);
                             }
-                            push("_bucket", Some(("le", "+Inf".into())), count);
+                            row.push("_bucket", Some(("le", f64::INFINITY)), count);
                         } else {
                             let (quantiles, values) = (first.as_primitive::<Float64Type>(), second.as_primitive::<Float64Type>());
                             for (quantile, value) in quantiles.values().iter().zip(values.values()) {
-                                push("", Some(("quantile", format_value(*quantile))), *value);
+                                row.push("", Some(("quantile", *quantile)), *value);
                             }
                         }
                     }
                 }
             }
         }
+        for (labels, samples) in series.series {
+            out.entry(labels).or_default().extend(samples);
+        }
         Ok(())
     }
 }
 
+/// The series the rows of one stored metric feed, each resolved once: rows of one stored
+/// series repeat the same resource and attributes, so their labels are built and matched
+/// against the selection on the first row only and found by a byte key afterwards.
+struct SeriesSlots<'a> {
+    name: &'a str,
+    selection: &'a Selection<'a>,
+    /// Series key → index in `series`, or `None` when the selection does not select it.
+    slots: HashMap<Vec<u8>, Option<usize>>,
+    series: Vec<(Labels, Vec<(Millis, f64)>)>,
+    key: Vec<u8>,
+}
+
+/// One row being read: [`RowSlots::push`] adds its samples.
+struct RowSlots<'s, 'a> {
+    slots: &'s mut SeriesSlots<'a>,
+    resources: &'s MapArray,
+    attributes: &'s MapArray,
+    index: usize,
+    at: Millis,
+    key_len: usize,
+}
+
+impl<'a> SeriesSlots<'a> {
+    fn new(name: &'a str, selection: &'a Selection<'a>) -> Self {
+        Self { name, selection, slots: HashMap::new(), series: Vec::new(), key: Vec::new() }
+    }
+
+    fn row<'s>(&'s mut self, resources: &'s MapArray, attributes: &'s MapArray, index: usize, at: Millis) -> RowSlots<'s, 'a> {
+        self.key.clear();
+        for map in [resources, attributes] {
+            for (key, value) in map_entries(map, index) {
+                self.key.extend_from_slice(key.as_bytes());
+                self.key.push(0xFE);
+                self.key.extend_from_slice(value.as_bytes());
+                self.key.push(0xFF);
+            }
+            self.key.push(0xFD);
+        }
+        let key_len = self.key.len();
+        RowSlots { slots: self, resources, attributes, index, at, key_len }
+    }
+}
+
+impl RowSlots<'_, '_> {
+    /// A sample of the series named `<name><suffix>`, with one more label such as `le`.
+    fn push(&mut self, suffix: &str, extra: Option<(&str, f64)>, value: f64) {
+        let slots = &mut *self.slots;
+        slots.key.truncate(self.key_len);
+        slots.key.extend_from_slice(suffix.as_bytes());
+        if let Some((_, extra)) = extra {
+            slots.key.push(0xFF);
+            slots.key.extend_from_slice(&extra.to_bits().to_le_bytes());
+        }
+        let slot = match slots.slots.get(slots.key.as_slice()) {
+            Some(slot) => *slot,
+            None => {
+                let mut labels = series_labels(self.resources, self.attributes, self.index);
+                labels.insert(METRIC_NAME.to_owned(), format!("{}{suffix}", slots.name));
+                if let Some((name, extra)) = extra {
+                    labels.insert(name.to_owned(), format_value(extra));
+                }
+                let labels = Labels::from_pairs(labels);
+                let slot = slots.selection.matches(&labels).then(|| {
+                    slots.series.push((labels, Vec::new()));
+                    slots.series.len() - 1
+                });
+                slots.slots.insert(slots.key.clone(), slot);
+                slot
+            }
+        };
+        if let Some(slot) = slot {
+            slots.series[slot].1.push((self.at, value));
+        }
+    }
+}
+
 type SeriesMap = HashMap<Labels, Vec<(Millis, f64)>>;
+
+/// How much later than its exemplar a point may be written: an exemplar belongs to the
+/// collection interval that ends at its point's time, and intervals are far shorter.
+const EXEMPLAR_SLACK: Millis = 3_600_000;
+
+/// An exemplar of a series: labels such as `trace_id` and `span_id`, a value and a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub labels: Labels,
+    pub value: f64,
+    pub at: Millis,
+}
+
+impl StoredMetrics<'_> {
+    /// The exemplars timed in `[selection.start, selection.end]` of the selected series,
+    /// in time order per series. Counters and gauges carry their exemplars themselves; a
+    /// histogram's belong to the `_bucket` series its value falls in, as in Prometheus's
+    /// OTLP receiver. Summaries have none.
+    pub async fn exemplars(&self, selection: &Selection<'_>) -> promql::Result<BTreeMap<Labels, Vec<Exemplar>>> {
+        let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
+        let rows_until = selection.end.saturating_add(EXEMPLAR_SLACK);
+        let mut found: BTreeMap<Labels, Vec<Exemplar>> = BTreeMap::new();
+        for entry in self.catalog(selection.start, rows_until).await? {
+            let series_name = match entry.kind {
+                MetricKind::Gauge | MetricKind::Counter => entry.name.clone(),
+                MetricKind::Histogram => format!("{}_bucket", entry.name),
+                MetricKind::Summary => continue,
+            };
+            if !names.iter().all(|m| m.is_match(&series_name)) {
+                continue;
+            }
+            let bounds = if entry.kind == MetricKind::Histogram { ", \"ExplicitBounds\"" } else { "" };
+            let sql = format!(
+                "SELECT \"ResourceAttributes\", \"Attributes\", \"Exemplars.FilteredAttributes\", \"Exemplars.TimeUnix\", \"Exemplars.Value\", \
+                 \"Exemplars.TraceId\", \"Exemplars.SpanId\"{bounds} FROM {} WHERE {} AND {}",
+                entry.table,
+                metric_filter(&entry),
+                time_filter(selection.start, rows_until)
+            );
+            let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+            for batch in &result.batches {
+                let (resources, attributes) = (batch.column(0).as_map(), batch.column(1).as_map());
+                let lists = |column: usize| batch.column(column).as_list::<i32>();
+                for row in 0..batch.num_rows() {
+                    let values = lists(4).value(row);
+                    if values.is_empty() {
+                        continue;
+                    }
+                    let (filtered, times) = (lists(2).value(row), lists(3).value(row));
+                    let (filtered, times, values) = (filtered.as_map(), times.as_primitive::<TimestampNanosecondType>(), values.as_primitive::<Float64Type>());
+                    let (trace_ids, span_ids) = (lists(5).value(row), lists(6).value(row));
+                    let (trace_ids, span_ids) = (trace_ids.as_string::<i32>(), span_ids.as_string::<i32>());
+                    let bounds = (entry.kind == MetricKind::Histogram).then(|| lists(7).value(row));
+                    let mut series = series_labels(resources, attributes, row);
+                    series.insert(METRIC_NAME.to_owned(), series_name.clone());
+                    for i in 0..values.len() {
+                        let at = times.value(i).div_euclid(1_000_000);
+                        if !(selection.start..=selection.end).contains(&at) {
+                            continue;
+                        }
+                        let value = values.value(i);
+                        let mut labels = series.clone();
+                        if let Some(bounds) = &bounds {
+                            let bounds = bounds.as_primitive::<Float64Type>().values();
+                            let le = bounds.iter().find(|bound| value <= **bound).map_or_else(|| "+Inf".to_owned(), |bound| format_value(*bound));
+                            labels.insert("le".to_owned(), le);
+                        }
+                        let labels = Labels::from_pairs(labels);
+                        if !selection.matches(&labels) {
+                            continue;
+                        }
+                        let mut exemplar: BTreeMap<String, String> = map_entries(filtered, i).map(|(k, v)| (label_name(k), v.to_owned())).collect();
+                        for (name, ids) in [("trace_id", trace_ids), ("span_id", span_ids)] {
+                            if !ids.is_null(i) && !ids.value(i).is_empty() {
+                                exemplar.insert(name.to_owned(), ids.value(i).to_owned());
+                            }
+                        }
+                        found.entry(labels).or_default().push(Exemplar { labels: Labels::from_pairs(exemplar), value, at });
+                    }
+                }
+            }
+        }
+        for exemplars in found.values_mut() {
+            exemplars.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.labels.cmp(&b.labels)));
+            // A cumulative point may repeat the exemplars of the one before it.
+            exemplars.dedup();
+        }
+        Ok(found)
+    }
+}
 
 impl SeriesSource for StoredMetrics<'_> {
     async fn select(&self, selection: Selection<'_>) -> promql::Result<Vec<StoredSeries>> {
@@ -317,6 +506,31 @@ impl SeriesSource for StoredMetrics<'_> {
             })
             .collect())
     }
+}
+
+/// Rows of one stored metric.
+fn metric_filter(entry: &CatalogEntry) -> String {
+    format!("\"MetricName\" = '{}' AND \"MetricUnit\" = '{}'", entry.otel_name.replace('\'', "''"), entry.unit.replace('\'', "''"))
+}
+
+/// The selection's `service_name` matchers as conditions on the `ServiceName` column, which
+/// leads the metric tables' sort order, so storage skips other services' rows. A row's
+/// `service_name` label is its `ServiceName` when that is not empty (the resource's
+/// `service.name` wins over an attribute of the same label name); rows without one are
+/// always read, and the matchers are applied to every label set afterwards anyway.
+fn service_filter(selection: &Selection<'_>) -> String {
+    let mut filter = String::new();
+    for matcher in selection.matchers.iter().filter(|m| m.name == "service_name") {
+        let value = matcher.value.replace('\'', "''");
+        let condition = match matcher.op {
+            MatchOp::Equal => format!("\"ServiceName\" = '{value}'"),
+            MatchOp::NotEqual => format!("\"ServiceName\" <> '{value}'"),
+            MatchOp::Re(_) => format!("\"ServiceName\" ~ '^(?s:{value})$'"),
+            MatchOp::NotRe(_) => format!("\"ServiceName\" !~ '^(?s:{value})$'"),
+        };
+        let _ = write!(filter, " AND (\"ServiceName\" = '' OR {condition})");
+    }
+    filter
 }
 
 fn time_filter(start: Millis, end: Millis) -> String {

@@ -10,6 +10,7 @@ mod corrupt_wal_tail_is_skipped_and_counted;
 mod data_is_queryable_before_flush;
 mod sigterm_flushes_and_compaction_merges;
 mod promql_api_answers_like_prometheus;
+mod promql_matches_real_prometheus;
 mod spans_become_red_metrics;
 
 mod otel_python_sdk_roundtrip;

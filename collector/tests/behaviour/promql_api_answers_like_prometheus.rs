@@ -8,17 +8,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::otlp::{now_nanos, post_traces, spans};
-use crate::support::{Collector, poll_until, repo_root, run_to_completion};
+use crate::support::{Collector, encode, poll_until, repo_root, run_to_completion};
 
 /// `GET` on the API, parsed; the status must be `expected`.
 fn get_json(collector: &Collector, path: &str, expected: u16) -> Value {
     let (status, body) = collector.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(status, expected, "GET {path} answered {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
-}
-
-fn encode(query: &str) -> String {
-    form_urlencoded::byte_serialize(query.as_bytes()).collect()
 }
 
 #[test]
@@ -55,6 +51,21 @@ fn span_metrics_are_queryable_with_promql() {
     let median = get_json(&collector, &quantile, 200)["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
     let median = median.expect("a numeric median");
     assert!(median > 0.0 && median <= 0.005, "every span took 1 ms: median {median}");
+
+    // Exemplars: the slowest span of each interval, on the bucket its duration falls in.
+    let path = format!("/api/v1/query_exemplars?query={}&start=0&end={end}", encode("histogram_quantile(0.9, rate(traces_span_metrics_duration_seconds_bucket[5m]))"));
+    let exemplars = get_json(&collector, &path, 200);
+    let series = exemplars["data"].as_array().expect("a list of series");
+    assert!(!series.is_empty(), "span metrics carry exemplars: {exemplars}");
+    for series in series {
+        assert_eq!(series["seriesLabels"]["__name__"], "traces_span_metrics_duration_seconds_bucket", "{series}");
+        assert!(series["seriesLabels"]["le"].as_str().is_some_and(|le| le != "+Inf"), "1 ms falls in a finite bucket: {series}");
+        for exemplar in series["exemplars"].as_array().expect("exemplars") {
+            let trace_id = exemplar["labels"]["trace_id"].as_str().unwrap_or_default();
+            assert!(trace_id.starts_with("abababababababab"), "an exemplar names a span that was sent: {exemplar}");
+            assert_eq!(exemplar["value"], "0.001", "{exemplar}");
+        }
+    }
 
     // Metadata endpoints.
     let names = get_json(&collector, "/api/v1/label/__name__/values", 200);

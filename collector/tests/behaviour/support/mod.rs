@@ -7,7 +7,10 @@
     reason = "each behaviour test uses a different part of the harness"
 )]
 
+pub(crate) mod differential;
+pub(crate) mod metric_history;
 pub(crate) mod otlp;
+pub(crate) mod prometheus;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -229,7 +232,7 @@ impl Collector {
     pub(crate) fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
         let mut response = self.http.get(format!("{}{path}", self.api_url())).call()?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string()?;
+        let body = body_text(&mut response)?;
         Ok((status, body))
     }
 
@@ -246,7 +249,7 @@ impl Collector {
             .header("Content-Type", content_type)
             .send(body)?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string()?;
+        let body = body_text(&mut response)?;
         Ok((status, body))
     }
 
@@ -363,6 +366,11 @@ impl Drop for Collector {
     }
 }
 
+/// A response body as text, up to 1 GiB: range queries over hours of series are large.
+fn body_text(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, ureq::Error> {
+    response.body_mut().with_config().limit(1 << 30).read_to_string()
+}
+
 fn new_http_agent() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         // Non-2xx answers are results to assert on, not transport errors.
@@ -377,12 +385,12 @@ fn new_http_agent() -> ureq::Agent {
     config.into()
 }
 
-/// Three distinct free loopback ports. All three are held until all are known, so they
-/// differ; another process could still take one before the collector binds it, which is
-/// unlikely enough on a test machine.
-fn free_loopback_addrs() -> [SocketAddr; 3] {
+/// `N` distinct free loopback ports. All are held until all are known, so they differ;
+/// another process could still take one before the server binds it, which is unlikely
+/// enough on a test machine.
+fn free_loopback_addrs<const N: usize>() -> [SocketAddr; N] {
     let listeners =
-        [(); 3].map(|()| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"));
+        [(); N].map(|()| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"));
     listeners.map(|listener| {
         listener
             .local_addr()
@@ -616,6 +624,11 @@ pub(crate) fn poll_until<T>(
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// `text` percent-encoded for a URL query or a form body.
+pub(crate) fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The workspace root (where `scripts/` and `tests/interop/` are).
