@@ -17,8 +17,8 @@ use futures::StreamExt as _;
 
 use crate::config::QueryConfig;
 use crate::schema::Table;
-use crate::store::Store;
-use table::StoreTable;
+use crate::store::{METRIC_CATALOG_TABLE, Store};
+use table::{MetricCatalogTable, StoreTable};
 
 /// Why a query produced no result.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,7 @@ impl SqlEngine {
         for table in Table::ALL {
             context.register_table(table.name(), Arc::new(StoreTable::new(table, store.clone())))?;
         }
+        context.register_table(METRIC_CATALOG_TABLE, Arc::new(MetricCatalogTable::new(store.clone())))?;
         Ok(Self { context, config })
     }
 

@@ -26,6 +26,7 @@ use promql_parser::label::MatchOp;
 
 use super::{QueryError, SqlEngine};
 use crate::schema::Table;
+use crate::store::METRIC_CATALOG_TABLE;
 use crate::promql::{self, format_value, Labels, METRIC_NAME, Millis, Selection, SeriesSource, StoredSeries};
 
 /// How a stored metric appears to Prometheus.
@@ -219,12 +220,10 @@ impl<'a> StoredMetrics<'a> {
     }
 
     async fn read_catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
-        let time = time_filter(start, end);
+        let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
         let sql = format!(
-            "SELECT 'otel_metrics_gauge' AS t, \"MetricName\", \"MetricUnit\", max(\"MetricDescription\") AS d, false AS counter FROM otel_metrics_gauge WHERE {time} GROUP BY 2, 3 \
-             UNION ALL SELECT 'otel_metrics_sum', \"MetricName\", \"MetricUnit\", max(\"MetricDescription\"), bool_or(\"IsMonotonic\" AND \"AggregationTemporality\" = 2) FROM otel_metrics_sum WHERE {time} GROUP BY 2, 3 \
-             UNION ALL SELECT 'otel_metrics_histogram', \"MetricName\", \"MetricUnit\", max(\"MetricDescription\"), false FROM otel_metrics_histogram WHERE {time} GROUP BY 2, 3 \
-             UNION ALL SELECT 'otel_metrics_summary', \"MetricName\", \"MetricUnit\", max(\"MetricDescription\"), false FROM otel_metrics_summary WHERE {time} GROUP BY 2, 3"
+            "SELECT \"Table\", \"MetricName\", \"MetricUnit\", \"MetricDescription\", \"IsCounter\" FROM {METRIC_CATALOG_TABLE} \
+             WHERE \"LastTimeUnix\" >= to_timestamp_nanos({start}) AND \"FirstTimeUnix\" <= to_timestamp_nanos({end})"
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
         let mut entries = Vec::new();

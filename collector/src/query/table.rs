@@ -11,7 +11,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::schema::Table;
-use crate::store::{Store, files_as_table};
+use crate::store::{Store, files_as_table, metric_catalog_schema};
 
 /// A store table as DataFusion sees it. Each scan takes a fresh snapshot, so a query sees
 /// every acknowledged row exactly once, whether it is still in memory or already flushed.
@@ -67,5 +67,45 @@ impl TableProvider for StoreTable {
             plans.push(files.scan(state, projection, filters, limit).await?);
         }
         UnionExec::try_new(plans)
+    }
+}
+
+/// The store's metric catalog (which metrics exist, their kind and time span) as a table.
+#[derive(Clone)]
+pub(crate) struct MetricCatalogTable {
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for MetricCatalogTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricCatalogTable")
+    }
+}
+
+impl MetricCatalogTable {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl TableProvider for MetricCatalogTable {
+    fn schema(&self) -> SchemaRef {
+        metric_catalog_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let catalog = self.store.metric_catalog()?;
+        MemTable::try_new(self.schema(), vec![vec![catalog]])?.scan(state, projection, filters, limit).await
     }
 }

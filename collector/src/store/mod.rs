@@ -14,6 +14,7 @@ mod catalog;
 mod commit;
 mod maintenance;
 mod memtable;
+mod metric_catalog;
 mod parquet;
 pub mod wal;
 mod writer;
@@ -34,9 +35,12 @@ use crate::schema::Table;
 use crate::telemetry::{SelfMetrics, TableLabels};
 use catalog::Catalog;
 use memtable::Memtable;
+use metric_catalog::MetricCatalog;
 use wal::{EncodedRecord, Wal};
 
 pub(crate) use parquet::files_as_table;
+pub use metric_catalog::TABLE_NAME as METRIC_CATALOG_TABLE;
+pub(crate) use metric_catalog::schema as metric_catalog_schema;
 
 /// What the store needs from the configuration.
 #[derive(Debug, Clone)]
@@ -120,6 +124,8 @@ struct Shared {
 struct State {
     memtable: Memtable,
     catalog: Catalog,
+    /// Which metrics the memtable and the files hold.
+    metrics: MetricCatalog,
 }
 
 impl Shared {
@@ -170,6 +176,7 @@ impl Drop for Admission<'_> {
 pub struct PreparedWrite {
     batches: Vec<(Table, RecordBatch)>,
     records: Vec<EncodedRecord>,
+    metrics: MetricCatalog,
 }
 
 impl PreparedWrite {
@@ -180,7 +187,11 @@ impl PreparedWrite {
             .map(|(table, batch)| EncodedRecord::encode(*table, batch))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::arrow("encode wal record"))?;
-        Ok(Self { batches, records })
+        let mut metrics = MetricCatalog::default();
+        for (table, batch) in &batches {
+            metrics.record(*table, batch);
+        }
+        Ok(Self { batches, records, metrics })
     }
 
     fn wal_bytes(&self) -> usize {
@@ -218,14 +229,23 @@ impl Store {
             "wal replayed"
         );
 
+        let mut metric_catalog = MetricCatalog::default();
+        for table in Table::ALL {
+            for file in catalog.files(table) {
+                if let Err(error) = metric_catalog.record_file(table, &file.path) {
+                    tracing::warn!(%error, path = %file.path.display(), "cannot list the metrics of a file; PromQL will not see them");
+                }
+            }
+        }
         let mut memtable = Memtable::default();
         for (_segment, table, batch) in replay.batches {
+            metric_catalog.record(table, &batch);
             memtable.insert(table, batch);
         }
         let shared = Arc::new(Shared {
             settings,
             wal_dir,
-            state: RwLock::new(State { memtable, catalog }),
+            state: RwLock::new(State { memtable, catalog, metrics: metric_catalog }),
             memtable_bytes: AtomicUsize::new(0),
             admitted_bytes: AtomicUsize::new(0),
             pending_flushes: AtomicUsize::new(0),
@@ -326,6 +346,11 @@ impl Store {
             batches: state.memtable.batches(table),
             files: state.catalog.files(table).iter().map(|file| file.path.clone()).collect(),
         }
+    }
+
+    /// The metric catalog as one batch (see `metric_catalog.rs`).
+    pub fn metric_catalog(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        self.shared.read().metrics.to_batch()
     }
 
     /// The data directory.

@@ -116,6 +116,7 @@ impl Writer<'_> {
                 for (table, batch) in &request.write.batches {
                     state.memtable.insert(*table, batch.clone());
                 }
+                state.metrics.merge(&request.write.metrics);
             }
             self.shared.publish_sizes(&state);
         }

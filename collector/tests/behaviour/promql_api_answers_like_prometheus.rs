@@ -19,7 +19,7 @@ fn get_json(collector: &Collector, path: &str, expected: u16) -> Value {
 
 #[test]
 fn span_metrics_are_queryable_with_promql() {
-    let collector = Collector::start_with(&["--span-metrics-interval-secs", "1"]);
+    let mut collector = Collector::start_with(&["--span-metrics-interval-secs", "1"]);
     let reply = post_traces(&collector.http_endpoint(), &spans("checkout", 1, 70, now_nanos()));
     assert_eq!(reply.status, 200);
 
@@ -81,6 +81,21 @@ fn span_metrics_are_queryable_with_promql() {
     let metadata = get_json(&collector, "/api/v1/metadata?metric=traces_span_metrics_calls_total", 200);
     assert_eq!(metadata["data"]["traces_span_metrics_calls_total"][0]["type"], "counter");
     assert_eq!(get_json(&collector, "/prometheus/api/v1/status/buildinfo", 200)["status"], "success");
+
+    // The metric catalog is rebuilt at start: from the Parquet files after a graceful stop,
+    // from the WAL after a crash.
+    collector.restart();
+    assert_eq!(get_json(&collector, &calls, 200)["data"]["result"][0]["value"][1], "70", "after a restart");
+    let reply = post_traces(&collector.http_endpoint(), &spans("cart", 2, 10, now_nanos()));
+    assert_eq!(reply.status, 200);
+    let cart = format!("/api/v1/query?query={}", encode(r#"sum(traces_span_metrics_calls_total{service_name="cart"})"#));
+    poll_until(Duration::from_secs(30), "cart's span metrics queryable", || {
+        let body = get_json(&collector, &cart, 200);
+        if body["data"]["result"][0]["value"][1] == "10" { Ok(()) } else { Err(format!("{body}")) }
+    });
+    collector.kill_hard();
+    collector.restart();
+    assert_eq!(get_json(&collector, &cart, 200)["data"]["result"][0]["value"][1], "10", "after a crash");
 }
 
 #[test]

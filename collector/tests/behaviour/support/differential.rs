@@ -215,28 +215,3 @@ fn same_point(ours: &Value, theirs: &Value) -> Result<(), String> {
     let close = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= ABSOLUTE_TOLERANCE.max(RELATIVE_TOLERANCE * a.abs().max(b.abs()));
     if close { Ok(()) } else { Err(format!("values differ: {ours} vs {theirs}")) }
 }
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::compare;
-
-    fn vector(series: &[(&str, &str)]) -> serde_json::Value {
-        let result: Vec<_> = series.iter().map(|(job, value)| json!({ "metric": { "job": job }, "value": [10.5, value] })).collect();
-        json!({ "status": "success", "data": { "resultType": "vector", "result": result } })
-    }
-
-    #[test]
-    fn answers_that_differ_are_told_apart() {
-        let one = vector(&[("a", "1"), ("b", "2")]);
-        assert_eq!(compare(&one, &vector(&[("b", "2"), ("a", "1.0000000000001")]), false).map(|size| size.points), Ok(2));
-        assert!(compare(&one, &vector(&[("a", "1.001"), ("b", "2")]), false).is_err(), "values");
-        assert!(compare(&one, &vector(&[("a", "1"), ("c", "2")]), false).is_err(), "labels");
-        assert!(compare(&one, &vector(&[("a", "1")]), false).is_err(), "series count");
-        assert!(compare(&one, &vector(&[("b", "2"), ("a", "1")]), true).is_err(), "order");
-        assert!(compare(&vector(&[("a", "NaN")]), &vector(&[("a", "NaN")]), false).is_ok(), "NaN");
-        let failed = json!({ "status": "error", "errorType": "bad_data", "error": "parse error" });
-        assert!(compare(&failed, &failed, false).is_err(), "errors are not answers");
-    }
-}
