@@ -320,13 +320,16 @@ impl<'a> StoredMetrics<'a> {
 }
 
 /// The series the rows of one stored metric feed, each resolved once: rows of one stored
-/// series repeat the same resource and attributes, so their labels are built and matched
-/// against the selection on the first row only and found by a byte key afterwards.
+/// series repeat the same resource and attributes, so a row costs one hash lookup of those,
+/// and its series' labels are built and matched against the selection on its first row only.
 struct SeriesSlots<'a> {
     name: &'a str,
     selection: &'a Selection<'a>,
-    /// Series key → index in `series`, or `None` when the selection does not select it.
-    slots: HashMap<Vec<u8>, Option<usize>>,
+    /// Resource and attributes (as bytes) → index in `stored`.
+    stored_by_key: HashMap<Vec<u8>, usize>,
+    /// Per stored series, the series it feeds: (suffix, extra label value, index in
+    /// `series` or `None` when the selection does not select it).
+    stored: Vec<Vec<(&'static str, Option<u64>, Option<usize>)>>,
     series: Vec<(Labels, Vec<(Millis, f64)>)>,
     key: Vec<u8>,
 }
@@ -338,12 +341,12 @@ struct RowSlots<'s, 'a> {
     attributes: &'s MapArray,
     index: usize,
     at: Millis,
-    key_len: usize,
+    stored: usize,
 }
 
 impl<'a> SeriesSlots<'a> {
     fn new(name: &'a str, selection: &'a Selection<'a>) -> Self {
-        Self { name, selection, slots: HashMap::new(), series: Vec::new(), key: Vec::new() }
+        Self { name, selection, stored_by_key: HashMap::new(), stored: Vec::new(), series: Vec::new(), key: Vec::new() }
     }
 
     fn row<'s>(&'s mut self, resources: &'s MapArray, attributes: &'s MapArray, index: usize, at: Millis) -> RowSlots<'s, 'a> {
@@ -357,23 +360,26 @@ impl<'a> SeriesSlots<'a> {
             }
             self.key.push(0xFD);
         }
-        let key_len = self.key.len();
-        RowSlots { slots: self, resources, attributes, index, at, key_len }
+        let stored = match self.stored_by_key.get(self.key.as_slice()) {
+            Some(stored) => *stored,
+            None => {
+                self.stored.push(Vec::new());
+                self.stored_by_key.insert(self.key.clone(), self.stored.len() - 1);
+                self.stored.len() - 1
+            }
+        };
+        RowSlots { slots: self, resources, attributes, index, at, stored }
     }
 }
 
 impl RowSlots<'_, '_> {
     /// A sample of the series named `<name><suffix>`, with one more label such as `le`.
-    fn push(&mut self, suffix: &str, extra: Option<(&str, f64)>, value: f64) {
+    fn push(&mut self, suffix: &'static str, extra: Option<(&str, f64)>, value: f64) {
         let slots = &mut *self.slots;
-        slots.key.truncate(self.key_len);
-        slots.key.extend_from_slice(suffix.as_bytes());
-        if let Some((_, extra)) = extra {
-            slots.key.push(0xFF);
-            slots.key.extend_from_slice(&extra.to_bits().to_le_bytes());
-        }
-        let slot = match slots.slots.get(slots.key.as_slice()) {
-            Some(slot) => *slot,
+        let bits = extra.map(|(_, extra)| extra.to_bits());
+        let known = slots.stored[self.stored].iter().find(|(s, b, _)| *s == suffix && *b == bits).map(|(_, _, slot)| *slot);
+        let slot = match known {
+            Some(slot) => slot,
             None => {
                 let mut labels = series_labels(self.resources, self.attributes, self.index);
                 labels.insert(METRIC_NAME.to_owned(), format!("{}{suffix}", slots.name));
@@ -385,7 +391,7 @@ impl RowSlots<'_, '_> {
                     slots.series.push((labels, Vec::new()));
                     slots.series.len() - 1
                 });
-                slots.slots.insert(slots.key.clone(), slot);
+                slots.stored[self.stored].push((suffix, bits, slot));
                 slot
             }
         };
