@@ -15,6 +15,7 @@
 //! (default 60), alternately, `MESHLIGHT_BENCH_RUNS` times (default 3); the table shows the
 //! median latencies over HTTP, their ratio (Meshlight / Prometheus, below 1 is faster) and
 //! whether the answers agree, then the median ratio over the corpus.
+//! `MESHLIGHT_BENCH_QUERY` keeps only the queries containing its text.
 //! `cargo bench` passes `--bench` to this binary; arguments are ignored.
 
 #[path = "../../tests/behaviour/support/mod.rs"]
@@ -39,6 +40,8 @@ const METHODS_ENV: &str = "MESHLIGHT_BENCH_METHODS";
 const HOURS_ENV: &str = "MESHLIGHT_BENCH_HOURS";
 const STEP_ENV: &str = "MESHLIGHT_BENCH_STEP_SECS";
 const RUNS_ENV: &str = "MESHLIGHT_BENCH_RUNS";
+/// Only the corpus queries containing this text (for profiling one query).
+const QUERY_ENV: &str = "MESHLIGHT_BENCH_QUERY";
 /// Steps per OTLP request: ten minutes of every series.
 const STEPS_PER_REQUEST: usize = 40;
 /// History before the queried range: the windows at the very first samples are where
@@ -89,7 +92,8 @@ fn main() {
     println!("query_range over {hours} h at {step_secs} s steps, median of {runs} runs each (ratio = Meshlight / Prometheus)");
     println!("{:>11} {:>11} {:>7} {:>6}  query", "meshlight", "prometheus", "ratio", "same");
     let mut ratios = Vec::new();
-    for query in corpus(&seconds(start_ms + steps as i64 * STEP_MS / 2 + 500)) {
+    let only = std::env::var(QUERY_ENV).unwrap_or_default();
+    for query in corpus(&seconds(start_ms + steps as i64 * STEP_MS / 2 + 500)).into_iter().filter(|q| q.contains(&only)) {
         let path = format!("/api/v1/query_range?query={}&start={range_start}&end={range_end}&step={step_secs}", encode(&query));
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let (mut our_answer, mut their_answer) = (Value::Null, Value::Null);

@@ -1,5 +1,6 @@
 //! Query entry points and the step-by-step evaluator.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -108,7 +109,7 @@ impl Engine {
             let series = tokio::time::timeout_at(evaluator.deadline.into(), source.select(selection)).await.map_err(|_| timed_out())??;
             evaluator.fetched_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
             evaluator.check_samples(evaluator.fetched_samples)?;
-            evaluator.fetched.insert(selector as *const VectorSelector as usize, series);
+            evaluator.fetched.insert(selector as *const VectorSelector as usize, Fetched::new(series));
         }
         Ok(evaluator)
     }
@@ -281,8 +282,45 @@ pub(super) struct Evaluator {
     max_samples: usize,
     deadline: Instant,
     /// Samples per selector, keyed by the selector node's address in the query's tree.
-    fetched: HashMap<usize, Vec<StoredSeries>>,
+    fetched: HashMap<usize, Fetched>,
     fetched_samples: usize,
+}
+
+/// A selector's series, with where in each series' samples the last evaluation looked.
+struct Fetched {
+    series: Vec<StoredSeries>,
+    /// Per series, positions where a window started and ended: steps move forward in
+    /// time, so the next window is a few samples further, not a binary search (and cache
+    /// misses) away.
+    cursors: Vec<[Cell<usize>; 2]>,
+}
+
+impl Fetched {
+    fn new(series: Vec<StoredSeries>) -> Self {
+        let cursors = series.iter().map(|_| [Cell::new(0), Cell::new(0)]).collect();
+        Self { series, cursors }
+    }
+
+    /// Each series with its two cursors.
+    fn iter(&self) -> impl Iterator<Item = (&StoredSeries, &[Cell<usize>; 2])> {
+        self.series.iter().zip(&self.cursors)
+    }
+}
+
+/// How many samples of `samples` are at or before `t`, starting the search at `cursor` and
+/// leaving the answer there.
+fn samples_until(samples: &[(Millis, f64)], cursor: &Cell<usize>, t: Millis) -> usize {
+    /// Samples looked at one by one before falling back to a binary search.
+    const SCAN: usize = 8;
+    let from = cursor.get().min(samples.len());
+    let found = if from > 0 && samples[from - 1].0 > t {
+        samples[..from].partition_point(|(at, _)| *at <= t)
+    } else {
+        let ahead = samples[from..].iter().take(SCAN).take_while(|(at, _)| *at <= t).count();
+        if ahead < SCAN { from + ahead } else { from + samples[from..].partition_point(|(at, _)| *at <= t) }
+    };
+    cursor.set(found);
+    found
 }
 
 impl Evaluator {
@@ -429,17 +467,18 @@ impl Evaluator {
         }
     }
 
-    fn fetched(&self, vs: &VectorSelector) -> &[StoredSeries] {
-        self.fetched.get(&(vs as *const VectorSelector as usize)).map(Vec::as_slice).unwrap_or_default()
+    fn fetched(&self, vs: &VectorSelector) -> Option<&Fetched> {
+        self.fetched.get(&(vs as *const VectorSelector as usize))
     }
 
     /// The newest sample of each series in `(t - lookback, t]`, unless it marks the series stale.
     pub(super) fn instant_selector(&self, vs: &VectorSelector, t: Millis) -> Vec<Sample> {
         let t = self.effective_time(&vs.at, &vs.offset, t);
         self.fetched(vs)
-            .iter()
-            .filter_map(|series| {
-                let newer = series.samples.partition_point(|(at, _)| *at <= t);
+            .into_iter()
+            .flat_map(Fetched::iter)
+            .filter_map(|(series, [_, newest])| {
+                let newer = samples_until(&series.samples, newest, t);
                 let (at, value) = *series.samples[..newer].last()?;
                 (at > t.saturating_sub(self.lookback) && !is_stale_marker(value)).then(|| Sample { labels: series.labels.clone(), value, timestamp: at })
             })
@@ -450,11 +489,17 @@ impl Evaluator {
     fn range_selector(&self, vs: &VectorSelector, end: Millis, range: Millis) -> RangeVector {
         let series = self
             .fetched(vs)
-            .iter()
-            .filter_map(|series| {
-                let from = series.samples.partition_point(|(at, _)| *at <= end.saturating_sub(range));
-                let to = series.samples.partition_point(|(at, _)| *at <= end);
-                let points: Vec<_> = series.samples[from..to].iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect();
+            .into_iter()
+            .flat_map(Fetched::iter)
+            .filter_map(|(series, [first, last])| {
+                let from = samples_until(&series.samples, first, end.saturating_sub(range));
+                let to = samples_until(&series.samples, last, end).max(from);
+                let window = &series.samples[from..to];
+                let points = if window.iter().any(|(_, v)| is_stale_marker(*v)) {
+                    window.iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect()
+                } else {
+                    window.to_vec()
+                };
                 (!points.is_empty()).then(|| Series { labels: series.labels.clone(), points })
             })
             .collect();

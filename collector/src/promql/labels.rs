@@ -19,13 +19,15 @@ pub struct Labels(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     pairs: Vec<(String, String)>,
+    has_name: bool,
     hash: OnceLock<u64>,
     without_name: OnceLock<Labels>,
 }
 
 impl Labels {
     fn new(pairs: Vec<(String, String)>) -> Self {
-        Self(Arc::new(Inner { pairs, ..Inner::default() }))
+        let has_name = pairs.binary_search_by(|(k, _)| k.as_str().cmp(METRIC_NAME)).is_ok();
+        Self(Arc::new(Inner { pairs, has_name, ..Inner::default() }))
     }
 
     /// Labels from pairs in any order; empty values are dropped (an empty label is no label).
@@ -52,7 +54,7 @@ impl Labels {
     }
 
     pub fn without_metric_name(&self) -> Self {
-        if self.get(METRIC_NAME).is_empty() {
+        if !self.0.has_name {
             // Not cached: a set holding itself would never be freed.
             return self.clone();
         }

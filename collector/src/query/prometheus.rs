@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use arrow::array::{Array, AsArray, MapArray};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
@@ -196,30 +195,16 @@ pub struct StoredMetrics<'a> {
     sql: &'a SqlEngine,
     /// Most rows one selector may read.
     max_rows: usize,
-    /// The last catalog read and its span: the selectors of one query mostly share a span.
-    last_catalog: Mutex<Option<(Millis, Millis, Vec<CatalogEntry>)>>,
 }
 
 impl<'a> StoredMetrics<'a> {
     pub fn new(sql: &'a SqlEngine, max_rows: usize) -> Self {
-        Self { sql, max_rows, last_catalog: Mutex::new(None) }
+        Self { sql, max_rows }
     }
 
-    /// Every metric with a point in `[start, end]` (milliseconds).
+    /// Every metric with a point in `[start, end]` (milliseconds), from the store's metric
+    /// catalog (`meshlight_metrics`) rather than from the metric tables.
     pub async fn catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
-        if let Some((_, _, entries)) = self.last_catalog().as_ref().filter(|(from, to, _)| (*from, *to) == (start, end)) {
-            return Ok(entries.clone());
-        }
-        let entries = self.read_catalog(start, end).await?;
-        *self.last_catalog() = Some((start, end, entries.clone()));
-        Ok(entries)
-    }
-
-    fn last_catalog(&self) -> std::sync::MutexGuard<'_, Option<(Millis, Millis, Vec<CatalogEntry>)>> {
-        self.last_catalog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn read_catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
         let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
         let sql = format!(
             "SELECT \"Table\", \"MetricName\", \"MetricUnit\", \"MetricDescription\", \"IsCounter\" FROM {METRIC_CATALOG_TABLE} \

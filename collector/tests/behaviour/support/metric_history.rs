@@ -100,10 +100,6 @@ impl MetricHistory {
         self.start_ms + self.steps as i64 * STEP_MS
     }
 
-    pub(crate) fn service_names(&self) -> Vec<&str> {
-        self.services.iter().map(|s| s.name.as_str()).collect()
-    }
-
     /// How many Prometheus series the history holds.
     pub(crate) fn series_count(&self) -> usize {
         let per_method = 2 + BOUNDS.len() + 1 + 2;

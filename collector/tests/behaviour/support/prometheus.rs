@@ -57,11 +57,6 @@ impl Prometheus {
         prometheus
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:41237`.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
     /// `GET` on its HTTP API; returns status and body.
     pub(crate) fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
         let mut response = self.http.get(format!("{}{path}", self.url)).call()?;
