@@ -312,11 +312,19 @@ struct SeriesSlots<'a> {
     selection: &'a Selection<'a>,
     /// Resource and attributes (as bytes) → index in `stored`.
     stored_by_key: HashMap<Vec<u8>, usize>,
-    /// Per stored series, the series it feeds: (suffix, extra label value, index in
-    /// `series` or `None` when the selection does not select it).
-    stored: Vec<Vec<(&'static str, Option<u64>, Option<usize>)>>,
+    /// Per stored series, the series it feeds.
+    stored: Vec<Vec<Slot>>,
     series: Vec<(Labels, Vec<(Millis, f64)>)>,
     key: Vec<u8>,
+}
+
+/// A series a stored series feeds.
+struct Slot {
+    suffix: &'static str,
+    /// The bits of the extra label's value (`le`, `quantile`), if any.
+    extra: Option<u64>,
+    /// Its index in [`SeriesSlots::series`], or `None` when the selection does not select it.
+    series: Option<usize>,
 }
 
 /// One row being read: [`RowSlots::push`] adds its samples.
@@ -362,7 +370,7 @@ impl RowSlots<'_, '_> {
     fn push(&mut self, suffix: &'static str, extra: Option<(&str, f64)>, value: f64) {
         let slots = &mut *self.slots;
         let bits = extra.map(|(_, extra)| extra.to_bits());
-        let known = slots.stored[self.stored].iter().find(|(s, b, _)| *s == suffix && *b == bits).map(|(_, _, slot)| *slot);
+        let known = slots.stored[self.stored].iter().find(|slot| slot.suffix == suffix && slot.extra == bits).map(|slot| slot.series);
         let slot = match known {
             Some(slot) => slot,
             None => {
@@ -376,7 +384,7 @@ impl RowSlots<'_, '_> {
                     slots.series.push((labels, Vec::new()));
                     slots.series.len() - 1
                 });
-                slots.stored[self.stored].push((suffix, bits, slot));
+                slots.stored[self.stored].push(Slot { suffix, extra: bits, series: slot });
                 slot
             }
         };
