@@ -22,16 +22,13 @@
 #[allow(unreachable_pub, reason = "the behaviour tests' harness, shared")]
 mod support;
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use serde_json::Value;
 
 use support::differential::{answer, compare, corpus};
 use support::metric_history::{MetricHistory, STEP_MS, seconds};
-use support::otlp::{now_nanos, post};
+use support::otlp::now_nanos;
 use support::prometheus::Prometheus;
 use support::{Collector, encode, poll_until};
 
@@ -42,8 +39,6 @@ const STEP_ENV: &str = "MESHLIGHT_BENCH_STEP_SECS";
 const RUNS_ENV: &str = "MESHLIGHT_BENCH_RUNS";
 /// Only the corpus queries containing this text (for profiling one query).
 const QUERY_ENV: &str = "MESHLIGHT_BENCH_QUERY";
-/// Steps per OTLP request: ten minutes of every series.
-const STEPS_PER_REQUEST: usize = 40;
 /// History before the queried range: the windows at the very first samples are where
 /// Prometheus 2.42's counter extrapolation differs from current PromQL's.
 const WARM_UP_MS: i64 = 10 * 60_000;
@@ -64,20 +59,12 @@ fn main() {
     );
 
     let mut collector = Collector::start();
-    let openmetrics = collector.scratch_dir().join("history.om");
     let started = Instant::now();
-    let mut file = BufWriter::new(File::create(&openmetrics).expect("create history.om"));
-    history.write_openmetrics(&mut file).and_then(|()| file.flush()).expect("write history.om");
-    drop(file);
-    let prometheus = Prometheus::start_with_history(&openmetrics, collector.scratch_dir());
-    std::fs::remove_file(&openmetrics).expect("remove history.om");
+    let prometheus = Prometheus::start_with_history(&history, collector.scratch_dir());
     println!("prometheus: imported and ready in {:.1} s", started.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    for request in history.otlp_requests(STEPS_PER_REQUEST) {
-        let reply = post(&collector.http_endpoint(), "/v1/metrics", Some("application/x-protobuf"), None, &request.encode_to_vec());
-        assert_eq!(reply.status, 200, "OTLP export refused: {}", String::from_utf8_lossy(&reply.body));
-    }
+    history.export_to(&collector.http_endpoint());
     collector.restart();
     let end = seconds(history.end_ms() + 500);
     let all_samples = format!("/api/v1/query?query={}&time={end}", encode("count({__name__=~\".+\"})"));

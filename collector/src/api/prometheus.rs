@@ -1,7 +1,7 @@
 //! The Prometheus HTTP API (`/api/v1/query`, `query_range`, `series`, `labels`,
-//! `label/<name>/values`, `metadata`, `query_exemplars`, `status/buildinfo`) over the stored metrics, with
-//! Prometheus's response envelope and error types. Parameters come from the URL and, for
-//! POST, from a form body, as in Prometheus.
+//! `label/<name>/values`, `metadata`, `query_exemplars`, `status/buildinfo`) over the
+//! stored metrics, with Prometheus's response envelope and error types. Parameters come
+//! from the URL and, for POST, from a form body, as in Prometheus.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -493,7 +493,7 @@ impl Evaluator {
             .flat_map(Fetched::iter)
             .filter_map(|(series, [first, last])| {
                 let from = samples_until(&series.samples, first, end.saturating_sub(range));
-                let to = samples_until(&series.samples, last, end).max(from);
+                let to = samples_until(&series.samples, last, end);
                 let window = &series.samples[from..to];
                 let points = if window.iter().any(|(_, v)| is_stale_marker(*v)) {
                     window.iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect()

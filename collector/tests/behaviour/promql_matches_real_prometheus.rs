@@ -3,16 +3,13 @@
 //! openmetrics` and into Meshlight as OTLP over HTTP, give the same answers to a corpus of
 //! PromQL queries, asked as range queries and as instant queries.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::time::Duration;
 
-use prost::Message as _;
 use serde_json::json;
 
 use crate::support::differential::{answer, compare, corpus, is_ordered};
 use crate::support::metric_history::{MetricHistory, seconds};
-use crate::support::otlp::{now_nanos, post};
+use crate::support::otlp::now_nanos;
 use crate::support::prometheus::Prometheus;
 use crate::support::{Collector, encode, poll_until};
 
@@ -47,9 +44,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     ("native histograms and their functions", "the history holds classic histograms only, as OTLP explicit-bucket histograms are"),
 ];
 
-/// Steps per OTLP request: ten minutes of every series.
-const STEPS_PER_REQUEST: usize = 40;
-
 #[test]
 fn promql_answers_match_a_real_prometheus() {
     let collector = Collector::start();
@@ -58,16 +52,8 @@ fn promql_answers_match_a_real_prometheus() {
     let start_ms = (now_ms / 60_000 - 65) * 60_000;
     let history = MetricHistory::new(3, 5, start_ms, 240);
 
-    let openmetrics = collector.scratch_dir().join("history.om");
-    let mut file = BufWriter::new(File::create(&openmetrics).expect("create history.om"));
-    history.write_openmetrics(&mut file).and_then(|()| file.flush()).expect("write history.om");
-    drop(file);
-    let prometheus = Prometheus::start_with_history(&openmetrics, collector.scratch_dir());
-
-    for request in history.otlp_requests(STEPS_PER_REQUEST) {
-        let reply = post(&collector.http_endpoint(), "/v1/metrics", Some("application/x-protobuf"), None, &request.encode_to_vec());
-        assert_eq!(reply.status, 200, "OTLP export refused: {}", String::from_utf8_lossy(&reply.body));
-    }
+    let prometheus = Prometheus::start_with_history(&history, collector.scratch_dir());
+    history.export_to(&collector.http_endpoint());
 
     // Both hold every sample before any query is compared.
     let end = seconds(history.end_ms() + 500);

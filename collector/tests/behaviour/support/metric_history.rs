@@ -19,7 +19,9 @@
 //! sample lies on the boundary of a window of a query evaluated at whole or half seconds.
 //! (PromQL windows were closed on the left before Prometheus 3 and are open now.)
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -28,7 +30,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::otlp::attribute;
+use prost::Message as _;
+
+use super::otlp::{attribute, post};
 
 /// The Prometheus names of the history's series.
 pub(crate) const SERIES_NAMES: [&str; 6] = [
@@ -42,6 +46,8 @@ pub(crate) const SERIES_NAMES: [&str; 6] = [
 
 /// Time between two samples of a series.
 pub(crate) const STEP_MS: i64 = 15_000;
+/// Steps per OTLP request: ten minutes of every series.
+const STEPS_PER_REQUEST: usize = 40;
 const BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const SERVICE_NAMES: [&str; 8] = ["checkout", "cart", "catalog", "payment", "shipping", "currency", "email", "frontend"];
 const VERBS: [&str; 5] = ["Get", "List", "Create", "Update", "Delete"];
@@ -155,10 +161,10 @@ impl MetricHistory {
                 }
             }
         }
-        for (family, gauge) in [("process_memory_usage_bytes", Gauges::Memory), ("queue_depth", Gauges::QueueDepth)] {
+        for (gauge, family) in ["process_memory_usage_bytes", "queue_depth"].into_iter().enumerate() {
             writeln!(out, "# TYPE {family} gauge")?;
             for service in &self.services {
-                for (at, value) in gauge.of(service).samples(self.start_ms) {
+                for (at, value) in service.gauges()[gauge].samples(self.start_ms) {
                     writeln!(out, "{family}{{{}}} {value} {}", service.labels(), seconds(at))?;
                 }
             }
@@ -166,10 +172,24 @@ impl MetricHistory {
         writeln!(out, "# EOF")
     }
 
-    /// The history as OTLP export requests of `steps_per_request` steps each, in time order.
-    pub(crate) fn otlp_requests(&self, steps_per_request: usize) -> impl Iterator<Item = ExportMetricsServiceRequest> + '_ {
-        (0..self.steps).step_by(steps_per_request).map(move |first| {
-            let steps = first..(first + steps_per_request).min(self.steps);
+    /// The history as OpenMetrics text in the file `path`.
+    pub(crate) fn write_openmetrics_file(&self, path: &Path) {
+        let mut file = BufWriter::new(File::create(path).expect("create the OpenMetrics file"));
+        self.write_openmetrics(&mut file).and_then(|()| file.flush()).expect("write the OpenMetrics file");
+    }
+
+    /// Sends the whole history to an OTLP/HTTP endpoint as protobuf, ten minutes of every
+    /// series per request, in time order; every request must be accepted.
+    pub(crate) fn export_to(&self, http_endpoint: &str) {
+        for request in self.otlp_requests() {
+            let reply = post(http_endpoint, "/v1/metrics", Some("application/x-protobuf"), None, &request.encode_to_vec());
+            assert_eq!(reply.status, 200, "OTLP export refused: {}", String::from_utf8_lossy(&reply.body));
+        }
+    }
+
+    fn otlp_requests(&self) -> impl Iterator<Item = ExportMetricsServiceRequest> + '_ {
+        (0..self.steps).step_by(STEPS_PER_REQUEST).map(move |first| {
+            let steps = first..(first + STEPS_PER_REQUEST).min(self.steps);
             let resource_metrics = self
                 .services
                 .iter()
@@ -199,21 +219,6 @@ impl MetricHistory {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Gauges {
-    Memory,
-    QueueDepth,
-}
-
-impl Gauges {
-    fn of(self, service: &Service) -> &Series<f64> {
-        match self {
-            Gauges::Memory => &service.memory,
-            Gauges::QueueDepth => &service.queue_depth,
-        }
-    }
-}
-
 impl Service {
     fn new(index: usize, methods: usize, steps: usize) -> Service {
         let name = SERVICE_NAMES.get(index).map_or_else(|| format!("service{index:02}"), |name| (*name).to_owned());
@@ -227,6 +232,11 @@ impl Service {
         });
         let methods = (0..methods).map(|m| Method::new(index, m, steps)).collect();
         Service { name, methods, memory, queue_depth }
+    }
+
+    /// Memory and queue depth, in the order of their families in the OpenMetrics text.
+    fn gauges(&self) -> [&Series<f64>; 2] {
+        [&self.memory, &self.queue_depth]
     }
 
     fn instance(&self) -> String {

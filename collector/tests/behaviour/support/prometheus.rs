@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::metric_history::MetricHistory;
 use super::{body_text, free_loopback_addrs, new_http_agent, poll_until, run_to_completion};
 
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -20,17 +21,22 @@ pub(crate) struct Prometheus {
 }
 
 impl Prometheus {
-    /// Imports `openmetrics` into TSDB blocks under `dir` with `promtool`, then starts
-    /// Prometheus on those blocks, scraping nothing, and waits until it is ready.
-    pub(crate) fn start_with_history(openmetrics: &Path, dir: &Path) -> Prometheus {
+    /// Imports `history` into TSDB blocks under `dir` (written as OpenMetrics, then read by
+    /// `promtool`), then starts Prometheus on those blocks, scraping nothing, and waits
+    /// until it is ready.
+    pub(crate) fn start_with_history(history: &MetricHistory, dir: &Path) -> Prometheus {
+        let openmetrics = dir.join("history.om");
+        history.write_openmetrics_file(&openmetrics);
         let storage = dir.join("prometheus-data");
         let import = run_to_completion(
-            Command::new(installed("promtool")).args(["tsdb", "create-blocks-from", "openmetrics"]).arg(openmetrics).arg(&storage),
+            Command::new(installed("promtool")).args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&openmetrics).arg(&storage),
             IMPORT_TIMEOUT,
             dir,
             "promtool",
         );
         assert!(import.status.success(), "promtool could not import the history\n{}", import.report());
+        // The text is many times the size of the blocks.
+        std::fs::remove_file(&openmetrics).expect("remove history.om");
 
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("write prometheus.yml");
