@@ -33,6 +33,8 @@ pub struct Config {
     pub promql: PromqlConfig,
     /// Alerting and recording rules, receivers and routes (see `meshlight_alerting::config`).
     pub alerting: meshlight_alerting::AlertingConfig,
+    /// Profile ingest (`POST /ingest` on the OTLP/HTTP port) and queries.
+    pub profiles: ProfilesConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             span_metrics: SpanMetricsConfig::default(),
             promql: PromqlConfig::default(),
             alerting: meshlight_alerting::AlertingConfig::default(),
+            profiles: ProfilesConfig::default(),
         }
     }
 }
@@ -206,6 +209,37 @@ impl Default for PromqlConfig {
     }
 }
 
+/// Profile ingest limits and de-duplication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesConfig {
+    /// Largest profile after gunzip, in bytes; larger uploads get HTTP 400 (the request body
+    /// itself is also capped by `limits.max_request_bytes`, HTTP 413).
+    pub max_profile_bytes: usize,
+    /// Most samples one profile may hold.
+    pub max_samples: usize,
+    /// Deepest stack a sample may have.
+    pub max_stack_depth: usize,
+    /// Function, location and stack ids remembered as already stored in the current hour.
+    /// Forgetting one only means storing it once more; it bounds the memory de-duplication
+    /// takes (about 16 bytes per entry).
+    pub dedup_entries: usize,
+    /// Most distinct stacks one profile query may merge.
+    pub max_query_stacks: usize,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        Self {
+            max_profile_bytes: 16 << 20,
+            max_samples: 500_000,
+            max_stack_depth: 1024,
+            dedup_entries: 1 << 20,
+            max_query_stacks: 200_000,
+        }
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -252,6 +286,12 @@ impl Config {
         }
         if self.promql.timeout_secs == 0 || self.promql.max_samples == 0 || self.promql.lookback_delta_secs == 0 {
             return invalid("promql", "timeout_secs, max_samples and lookback_delta_secs must be positive");
+        }
+        let profiles = &self.profiles;
+        if [profiles.max_profile_bytes, profiles.max_samples, profiles.max_stack_depth, profiles.dedup_entries, profiles.max_query_stacks]
+            .contains(&0)
+        {
+            return invalid("profiles", "every limit must be positive");
         }
         if let Err(error) = self.alerting.validate() {
             return invalid("alerting", &error.to_string());

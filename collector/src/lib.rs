@@ -3,7 +3,8 @@
 //! The data path reads top to bottom: [`ingest`] decodes OTLP and converts it with
 //! [`schema`] into Arrow batches; [`store`] makes them durable (WAL), queryable (memtable)
 //! and compact (Parquet); [`query`] runs SQL over memtable and files as one table per
-//! name; [`api`] serves queries and self-metrics; [`alerting`] evaluates rules through
+//! name; [`profiles`] ingests Pyroscope-style pprof uploads into the same store and reads
+//! them back merged; [`api`] serves queries and self-metrics; [`alerting`] evaluates rules through
 //! the PromQL engine and writes their results back through ingest; [`server`] wires it
 //! all for `meshlight serve`.
 //!
@@ -20,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod loadgen;
+pub mod profiles;
 pub mod promql;
 pub mod query;
 pub mod schema;

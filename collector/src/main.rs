@@ -40,6 +40,8 @@ enum Command {
     /// Evaluate rule files against any Prometheus-compatible API and send the alerts,
     /// without a collector.
     Alerts(Box<AlertsArgs>),
+    /// Fetch a merged CPU profile from a running collector.
+    Profile(ProfileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +147,21 @@ struct ServeArgs {
     /// A webhook receiver that gets every alert the config's routes send nowhere else.
     #[arg(long)]
     alert_webhook: Option<String>,
+    /// profiles.max_profile_bytes: largest profile after gunzip [default: 16777216].
+    #[arg(long)]
+    max_profile_bytes: Option<usize>,
+    /// profiles.max_samples: most samples in one profile [default: 500000].
+    #[arg(long)]
+    max_profile_samples: Option<usize>,
+    /// profiles.max_stack_depth: deepest stack a sample may have [default: 1024].
+    #[arg(long)]
+    max_stack_depth: Option<usize>,
+    /// profiles.dedup_entries: stack, location and function ids remembered per hour [default: 1048576].
+    #[arg(long)]
+    profile_dedup_entries: Option<usize>,
+    /// profiles.max_query_stacks: most distinct stacks one profile query merges [default: 200000].
+    #[arg(long)]
+    profile_max_query_stacks: Option<usize>,
 }
 
 impl ServeArgs {
@@ -185,6 +202,11 @@ impl ServeArgs {
         set(&mut config.promql.timeout_secs, self.promql_timeout_secs);
         set(&mut config.promql.max_samples, self.promql_max_samples);
         set(&mut config.promql.lookback_delta_secs, self.promql_lookback_delta_secs);
+        set(&mut config.profiles.max_profile_bytes, self.max_profile_bytes);
+        set(&mut config.profiles.max_samples, self.max_profile_samples);
+        set(&mut config.profiles.max_stack_depth, self.max_stack_depth);
+        set(&mut config.profiles.dedup_entries, self.profile_dedup_entries);
+        set(&mut config.profiles.max_query_stacks, self.profile_max_query_stacks);
         if !self.rules.is_empty() {
             config.alerting.rules = self.rules;
         }
@@ -230,6 +252,110 @@ async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
     println!("{rows} row(s)");
     Ok(())
+}
+
+/// How `meshlight profile` prints a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileFormat {
+    /// Gzipped pprof (profile.proto), for `go tool pprof` and other pprof readers.
+    Pprof,
+    /// Folded stacks, one `root;…;leaf value` line per stack, for flamegraph.pl.
+    Folded,
+    /// The flamegraph tree as JSON.
+    Flamegraph,
+    /// Functions by self and total value.
+    Top,
+}
+
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    /// Base URL of the collector's API.
+    #[arg(long, env = API_ENV, default_value = "http://127.0.0.1:7070")]
+    api: String,
+    /// Label selector, e.g. '{service_name="cpu_burn", pod=~"web-.*"}'.
+    #[arg(long, default_value = "{}")]
+    selector: String,
+    /// Start of the range: Unix seconds, RFC 3339, or now-<duration> [default: now-1h].
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the range [default: now].
+    #[arg(long)]
+    to: Option<String>,
+    /// Sample type as type:unit.
+    #[arg(long = "type", default_value = "cpu:nanoseconds")]
+    sample_type: String,
+    /// Only the samples taken inside this span (16 hex digits); ignores the range.
+    #[arg(long, conflicts_with = "trace_id")]
+    span_id: Option<String>,
+    /// Only the samples taken inside spans of this trace (32 hex digits); ignores the range.
+    #[arg(long)]
+    trace_id: Option<String>,
+    #[arg(long, value_enum, default_value = "top")]
+    format: ProfileFormat,
+    /// Rows printed by --format top.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Write the profile to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+async fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+
+    let base = args.api.trim_end_matches('/');
+    let url = match (&args.span_id, &args.trace_id) {
+        (Some(span_id), _) => format!("{base}/api/v1/profiles/span/{span_id}"),
+        (None, Some(trace_id)) => format!("{base}/api/v1/profiles/trace/{trace_id}"),
+        (None, None) => format!("{base}/api/v1/profiles/merge"),
+    };
+    let format = match args.format {
+        ProfileFormat::Pprof => "pprof",
+        ProfileFormat::Folded => "folded",
+        ProfileFormat::Flamegraph => "flamegraph",
+        ProfileFormat::Top => "top",
+    };
+    let limit = args.limit.to_string();
+    let mut query = vec![("selector", args.selector.as_str()), ("type", &args.sample_type), ("format", format), ("limit", &limit)];
+    query.extend(args.from.as_deref().map(|from| ("from", from)));
+    query.extend(args.to.as_deref().map(|to| ("to", to)));
+    let response = reqwest::Client::new().get(&url).query(&query).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the response")?;
+    if !status.is_success() {
+        anyhow::bail!("profile query failed ({status}): {}", String::from_utf8_lossy(&body));
+    }
+    let text = match args.format {
+        ProfileFormat::Top => {
+            let top: serde_json::Value = serde_json::from_slice(&body).context("decoding the response")?;
+            format_top(&top).into_bytes()
+        }
+        _ => body.to_vec(),
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        None if args.format == ProfileFormat::Pprof && std::io::stdout().is_terminal() => {
+            anyhow::bail!("a pprof profile is binary: redirect standard output or use --output FILE");
+        }
+        None => std::io::stdout().write_all(&text).context("writing to standard output")?,
+    }
+    Ok(())
+}
+
+/// The `top` response as a table, the way `go tool pprof -top` prints one.
+fn format_top(top: &serde_json::Value) -> String {
+    let mut out = format!("{:>14} {:>7} {:>14} {:>7}  function\n", "self", "self%", "total", "total%");
+    for row in top["functions"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:>14} {:>6.2}% {:>14} {:>6.2}%  {}\n",
+            row["self"].as_i64().unwrap_or_default(),
+            row["selfShare"].as_f64().unwrap_or_default() * 100.0,
+            row["total"].as_i64().unwrap_or_default(),
+            row["totalShare"].as_f64().unwrap_or_default() * 100.0,
+            row["function"].as_str().unwrap_or_default(),
+        ));
+    }
+    out
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +519,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Promqltest(args) => return run_promqltest(args).await,
         Command::Rules { command: RulesCommand::Check { files } } => return Ok(check_rules(&files)),
         Command::Alerts(args) => run_alerts(*args).await?,
+        Command::Profile(args) => run_profile(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

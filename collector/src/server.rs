@@ -20,6 +20,7 @@ use crate::alerting::{InProcessQuery, IngestWriter};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::{Export, Ingestor, otlp_grpc, otlp_http};
+use crate::profiles::{self, ingest::ProfileIngestor};
 use crate::query::SqlEngine;
 use crate::spanmetrics::SpanMetrics;
 use crate::store::{Store, StoreError, StoreSettings};
@@ -75,7 +76,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_samples: config.promql.max_samples,
         ..Default::default()
     };
-    let api_state = Arc::new(ApiState { engine, promql, store: store.clone(), metrics, ready: AtomicBool::new(false) });
+    let profile_ingestor =
+        Arc::new(ProfileIngestor::new(store.clone(), metrics.clone(), config.profiles.clone(), config.limits.clone()));
+    let api_state = Arc::new(ApiState {
+        engine,
+        promql,
+        store: store.clone(),
+        metrics,
+        profiles: config.profiles.clone(),
+        ready: AtomicBool::new(false),
+    });
     let alerting = Arc::new(Alerting::new(
         config.alerting.clone(),
         Arc::new(InProcessQuery { state: api_state.clone() }),
@@ -117,7 +127,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             ),
     );
     let http = tokio::spawn(
-        axum::serve(http_listener, otlp_http::router(ingestor.clone()))
+        axum::serve(http_listener, otlp_http::router(ingestor.clone()).merge(profiles::ingest::router(profile_ingestor)))
             .with_graceful_shutdown(until(ingest_stopped))
             .into_future(),
     );

@@ -8,8 +8,10 @@
 //! | `GET /metrics` | self-metrics, Prometheus text format |
 //! | `GET /ready` | 200 once serving, 503 while shutting down |
 //! | `GET /health` | 200 while the process runs |
+//! | `/api/v1/profiles/merge`, `span/<id>`, `trace/<id>`, `diff`, `types` | profiles as pprof, folded stacks, flamegraph JSON or top functions ([`profiles`]) |
 //! | `/api/v1/query`, `query_range`, `series`, `labels`, `label/<name>/values`, `metadata`, `status/buildinfo` | the Prometheus HTTP API over the stored metrics, also under `/prometheus/api/v1/` ([`prometheus`]) |
 
+mod profiles;
 mod prometheus;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct ApiState {
     pub promql: crate::promql::Engine,
     pub store: Arc<Store>,
     pub metrics: Arc<SelfMetrics>,
+    /// Profile query limits.
+    pub profiles: crate::config::ProfilesConfig,
     /// False from the moment shutdown begins, so load balancers stop sending.
     pub ready: AtomicBool,
 }
@@ -45,6 +49,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let mut router = Router::new();
     for (path, route) in prometheus::routes() {
         router = router.route(&format!("/api/v1{path}"), route.clone()).route(&format!("/prometheus/api/v1{path}"), route);
+    }
+    for (path, route) in profiles::routes() {
+        router = router.route(&format!("/api/v1/profiles{path}"), route);
     }
     router
         .route("/api/v1/sql", post(sql))

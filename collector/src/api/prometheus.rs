@@ -285,7 +285,7 @@ fn matrix_json(series: &[promql::Series]) -> JsonValue {
 
 /// A Unix time in (fractional) seconds or an RFC 3339 time, in milliseconds, clamped to
 /// [`MIN_TIME`, `MAX_TIME`]. Prometheus's own renderings of those bounds are accepted.
-fn parse_time(text: &str) -> Result<Millis, String> {
+pub(super) fn parse_time(text: &str) -> Result<Millis, String> {
     match text {
         "-292273086-05-16T16:47:06Z" => return Ok(MIN_TIME),
         "292277025-08-18T07:12:54.999999999Z" => return Ok(MAX_TIME),
@@ -350,7 +350,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// Seconds as a float, or a Prometheus duration such as `15s` or `1m30s`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|_| format!("cannot parse {text:?} to a valid duration"));
     }

@@ -236,7 +236,7 @@ pub(crate) fn append_attributes(
     append_map_entry(builder);
 }
 
-fn append_map_entry(builder: &mut AttributesBuilder) {
+pub(crate) fn append_map_entry(builder: &mut AttributesBuilder) {
     // Keys and values were appended in pairs just above, the only way `append` can fail.
     if let Err(error) = builder.append(true) {
         unreachable!("map keys and values out of step: {error}");

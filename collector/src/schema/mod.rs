@@ -9,6 +9,7 @@
 mod attributes;
 mod logs;
 mod metrics;
+mod profiles;
 mod traces;
 
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use arrow::record_batch::RecordBatch;
 pub use attributes::any_value_to_string;
 pub use logs::logs_to_batch;
 pub use metrics::{metric_data_points, metrics_to_batches};
+pub use profiles::{UploadInfo, profile_rows_to_batches};
 pub use traces::traces_to_batch;
 
 /// One table of the store. The discriminant is the table's id in WAL records: never reuse one.
@@ -34,11 +36,15 @@ pub enum Table {
     MetricsHistogram = 5,
     MetricsExpHistogram = 6,
     MetricsSummary = 7,
+    ProfileSamples = 8,
+    ProfileStacks = 9,
+    ProfileLocations = 10,
+    ProfileFunctions = 11,
 }
 
 impl Table {
     /// Every table, in id order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 11] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
@@ -46,6 +52,10 @@ impl Table {
         Table::MetricsHistogram,
         Table::MetricsExpHistogram,
         Table::MetricsSummary,
+        Table::ProfileSamples,
+        Table::ProfileStacks,
+        Table::ProfileLocations,
+        Table::ProfileFunctions,
     ];
 
     /// The SQL table name (and directory name under the data directory).
@@ -58,6 +68,10 @@ impl Table {
             Table::MetricsHistogram => "otel_metrics_histogram",
             Table::MetricsExpHistogram => "otel_metrics_exp_histogram",
             Table::MetricsSummary => "otel_metrics_summary",
+            Table::ProfileSamples => "profile_samples",
+            Table::ProfileStacks => "profile_stacks",
+            Table::ProfileLocations => "profile_locations",
+            Table::ProfileFunctions => "profile_functions",
         }
     }
 
@@ -71,30 +85,38 @@ impl Table {
         Table::ALL.into_iter().find(|table| table.id() == id)
     }
 
-    /// The signal this table stores, as used in self-metrics labels.
-    pub fn signal(self) -> Signal {
-        match self {
-            Table::Traces => Signal::Traces,
-            Table::Logs => Signal::Logs,
-            _ => Signal::Metrics,
-        }
+    /// Whether this is one of the `otel_metrics_*` tables.
+    pub fn is_metrics(self) -> bool {
+        matches!(
+            self,
+            Table::MetricsGauge
+                | Table::MetricsSum
+                | Table::MetricsHistogram
+                | Table::MetricsExpHistogram
+                | Table::MetricsSummary
+        )
     }
 
     /// The event-time column: it decides the `date=/hour=` partition and retention.
     pub fn time_column(self) -> &'static str {
-        match self.signal() {
-            Signal::Traces | Signal::Logs => "Timestamp",
-            Signal::Metrics => "TimeUnix",
-        }
+        if self.is_metrics() { "TimeUnix" } else { "Timestamp" }
     }
 
     /// Sort order inside a Parquet file, chosen so that similar rows sit together and
     /// compress well (and so that time-range scans within a series are contiguous).
     pub fn sort_columns(self) -> &'static [&'static str] {
-        match self.signal() {
-            Signal::Traces => &["ServiceName", "SpanName", "Timestamp"],
-            Signal::Logs => &["ServiceName", "SeverityText", "Timestamp"],
-            Signal::Metrics => &["ServiceName", "MetricName", "Attributes", "TimeUnix"],
+        match self {
+            Table::Traces => &["ServiceName", "SpanName", "Timestamp"],
+            Table::Logs => &["ServiceName", "SeverityText", "Timestamp"],
+            Table::ProfileSamples => &["ServiceName", "SampleType", "StackId", "Timestamp"],
+            Table::ProfileStacks => &["StackId"],
+            Table::ProfileLocations => &["LocationId"],
+            Table::ProfileFunctions => &["FunctionId"],
+            Table::MetricsGauge
+            | Table::MetricsSum
+            | Table::MetricsHistogram
+            | Table::MetricsExpHistogram
+            | Table::MetricsSummary => &["ServiceName", "MetricName", "Attributes", "TimeUnix"],
         }
     }
 
@@ -116,6 +138,10 @@ impl Table {
             Table::MetricsHistogram => metrics::HistogramColumns::derive_schema(),
             Table::MetricsExpHistogram => metrics::ExpHistogramColumns::derive_schema(),
             Table::MetricsSummary => metrics::SummaryColumns::derive_schema(),
+            Table::ProfileSamples => profiles::ProfileSampleColumns::derive_schema(),
+            Table::ProfileStacks => profiles::ProfileStackColumns::derive_schema(),
+            Table::ProfileLocations => profiles::ProfileLocationColumns::derive_schema(),
+            Table::ProfileFunctions => profiles::ProfileFunctionColumns::derive_schema(),
         }
     }
 }

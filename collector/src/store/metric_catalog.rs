@@ -19,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::schema::{Signal, Table};
+use crate::schema::Table;
 
 /// The catalog's name in SQL.
 pub const TABLE_NAME: &str = "meshlight_metrics";
@@ -66,7 +66,7 @@ pub(crate) fn schema() -> SchemaRef {
 impl MetricCatalog {
     /// Adds the metrics a batch of `table` holds; batches of spans and logs add nothing.
     pub(crate) fn record(&mut self, table: Table, batch: &RecordBatch) {
-        if table.signal() != Signal::Metrics || batch.num_rows() == 0 {
+        if !table.is_metrics() || batch.num_rows() == 0 {
             return;
         }
         let strings = |name: &str| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
@@ -131,7 +131,7 @@ impl MetricCatalog {
 
     /// Adds the metrics of a Parquet file of `table`, reading only the catalog's columns.
     pub(crate) fn record_file(&mut self, table: Table, path: &Path) -> io::Result<()> {
-        if table.signal() != Signal::Metrics {
+        if !table.is_metrics() {
             return Ok(());
         }
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(io::Error::other)?;

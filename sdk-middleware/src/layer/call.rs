@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use meshlight_profiler::span::{PROFILE_ID_ATTRIBUTE, SpanLink};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::lane::Lane;
@@ -80,6 +81,9 @@ pub(crate) struct Call {
     server: Option<(Arc<str>, Option<u16>)>,
     http_status: Option<StatusCode>,
     grpc_status: Option<i32>,
+    /// While the profiler runs: the slot that labels the CPU samples taken inside this
+    /// call with its span id.
+    profile: Option<SpanLink>,
 }
 
 impl Call {
@@ -157,7 +161,7 @@ impl Call {
             parent,
         );
         let cx = parent.with_span(span);
-        let call = Call {
+        let mut call = Call {
             telemetry: telemetry.clone(),
             cx,
             started: Instant::now(),
@@ -167,15 +171,29 @@ impl Call {
             server,
             http_status: None,
             grpc_status: None,
+            profile: None,
         };
         let span = call.cx.span();
         if span.is_recording() {
+            let ids = span.span_context();
+            call.profile = meshlight_profiler::span::link(ids.trace_id().to_bytes(), ids.span_id().to_bytes());
+            if let Some(profile) = &call.profile {
+                span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, profile.profile_id()));
+            }
             span.set_attributes(call.request_attributes());
             if let Some(lane) = call.cx.get::<Lane>() {
                 span.set_attribute(KeyValue::new(keys::LANE, lane.name().to_owned()));
             }
         }
         call
+    }
+
+    /// Runs `work` as part of this call: the profiler attributes its CPU samples to the span.
+    pub(crate) fn run<R>(&self, work: impl FnOnce() -> R) -> R {
+        match &self.profile {
+            Some(profile) => profile.run(work),
+            None => work(),
+        }
     }
 
     /// The context that carries the call's span (and, server side, the lane and baggage).

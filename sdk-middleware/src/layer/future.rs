@@ -48,13 +48,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _current = this
-                .call
-                .as_ref()
-                .map(|call| call.context().clone().attach());
-            ready!(this.inner.poll(cx))
+        let result = match this.call.as_ref() {
+            Some(call) => {
+                let _current = call.context().clone().attach();
+                call.run(|| this.inner.poll(cx))
+            }
+            None => this.inner.poll(cx),
         };
+        let result = ready!(result);
         let Some(mut call) = this.call.take() else {
             panic!("ResponseFuture polled after completion");
         };

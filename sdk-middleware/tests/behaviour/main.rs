@@ -15,4 +15,5 @@ mod b3_from_an_envoy_style_caller_continues_the_trace;
 mod invalid_inbound_headers_start_a_fresh_trace;
 mod metric_series_stay_under_the_cap;
 mod python_sdk_is_caller_and_callee;
+mod span_profiles_hold_only_samples_taken_inside_the_span;
 mod three_hops_share_one_trace;

@@ -25,6 +25,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// A collector running in this process until dropped.
 pub(crate) struct Collector {
     grpc: SocketAddr,
+    otlp_http: SocketAddr,
     api: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<thread::JoinHandle<()>>,
@@ -66,6 +67,7 @@ impl Collector {
             .new_agent();
         let collector = Collector {
             grpc: otlp_grpc,
+            otlp_http,
             api,
             stop: Some(stop),
             server: Some(server),
@@ -85,6 +87,23 @@ impl Collector {
     /// The OTLP/gRPC endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub(crate) fn otlp_endpoint(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// The OTLP/HTTP base URL, where profiles are uploaded (`/ingest`).
+    pub(crate) fn otlp_http_url(&self) -> String {
+        format!("http://{}", self.otlp_http)
+    }
+
+    /// The body of a successful `GET` on the API port.
+    pub(crate) fn api_get(&self, path_and_query: &str) -> String {
+        let mut response = self
+            .http
+            .get(format!("http://{}{path_and_query}", self.api))
+            .call()
+            .expect("API request");
+        let text = response.body_mut().read_to_string().expect("API answer");
+        assert_eq!(response.status(), 200, "{path_and_query}: {text}");
+        text
     }
 
     /// Rows of `query`, each as column name → value.

@@ -10,6 +10,7 @@
 pub(crate) mod differential;
 pub(crate) mod metric_history;
 pub(crate) mod otlp;
+pub(crate) mod profiles;
 pub(crate) mod prometheus;
 pub(crate) mod rules;
 pub(crate) mod webhook;
