@@ -201,7 +201,7 @@ pub(crate) fn gzip(profile: &proto::Profile) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Read as _;
 
     use flate2::read::GzDecoder;
@@ -281,7 +281,8 @@ mod tests {
             .collect()
     }
 
-    fn label<'a>(
+    /// The string value of label `key` on `sample`.
+    pub(crate) fn label<'a>(
         profile: &'a proto::Profile,
         sample: &proto::Sample,
         key: &str,

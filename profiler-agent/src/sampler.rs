@@ -246,6 +246,7 @@ mod tests {
 
     use super::*;
     use crate::encode::encode;
+    use crate::encode::tests::label;
     use crate::proto;
     use crate::span::{SPAN_ID_LABEL, TRACE_ID_LABEL};
 
@@ -289,14 +290,6 @@ mod tests {
             }
         }
         names
-    }
-
-    fn label(profile: &proto::Profile, sample: &proto::Sample, key: &str) -> Option<String> {
-        sample
-            .label
-            .iter()
-            .find(|label| profile.string_table[label.key as usize] == key)
-            .map(|label| profile.string_table[label.str as usize].clone())
     }
 
     /// The only test in this binary that samples: pprof is process-global.
@@ -357,10 +350,10 @@ mod tests {
             let names = stack_names(&profile, sample);
             let span = label(&profile, sample, SPAN_ID_LABEL);
             if span.is_some() {
-                assert_eq!(span.as_deref(), Some(profile_id), "{names:?}");
+                assert_eq!(span, Some(profile_id), "{names:?}");
                 assert_eq!(
                     label(&profile, sample, TRACE_ID_LABEL),
-                    Some("4b".repeat(16))
+                    Some("4b".repeat(16).as_str())
                 );
                 assert!(
                     names.iter().any(|n| n.contains("inside_span_work")),
@@ -372,7 +365,7 @@ mod tests {
                 );
             }
             if names.iter().any(|n| n.contains("inside_span_work")) {
-                assert_eq!(span.as_deref(), Some(profile_id), "unlabelled: {names:?}");
+                assert_eq!(span, Some(profile_id), "unlabelled: {names:?}");
             }
             // In the test's own stacks, the profiler's frames and the trampolines are gone.
             // (Other stacks may hold pprof and backtrace frames legitimately: the rotation's
