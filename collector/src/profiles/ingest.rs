@@ -111,6 +111,10 @@ struct HourlyDedup {
 
 const NANOS_PER_HOUR: i64 = 3_600 * 1_000_000_000;
 
+/// Uploads larger than this are decoded on the blocking pool rather than on an async
+/// worker, so that a large profile cannot stall other connections.
+const INLINE_DECODE_MAX_BYTES: usize = 256 << 10;
+
 /// The window assumed for an upload that states none: an agent's default interval.
 const DEFAULT_WINDOW_NANOS: i64 = 10_000_000_000;
 
@@ -134,18 +138,28 @@ impl ProfileIngestor {
             None if is_multipart => {}
             other => return Err(invalid(format!("unsupported format {other:?}: this collector ingests format=pprof"))),
         }
-        let profile_bytes = profile_part(content_type, &body).map_err(invalid)?;
         let limits = DecodeLimits {
             max_decompressed_bytes: self.config.max_profile_bytes,
             max_samples: self.config.max_samples,
             max_stack_depth: self.config.max_stack_depth,
         };
-        let profile = decode(profile_bytes, &limits).map_err(|error| invalid(error.to_string()))?;
+        let inline = body.len() <= INLINE_DECODE_MAX_BYTES;
+        let content_type = content_type.to_owned();
+        let decode_rows = move || -> Result<(Profile, Rows), String> {
+            let profile = decode(profile_part(&content_type, &body)?, &limits).map_err(|error| error.to_string())?;
+            let rows = to_rows(&profile);
+            Ok((profile, rows))
+        };
+        let decoded = if inline {
+            decode_rows()
+        } else {
+            tokio::task::spawn_blocking(decode_rows).await.unwrap_or_else(|error| Err(format!("decoding failed: {error}")))
+        };
+        let (profile, mut rows) = decoded.map_err(invalid)?;
         let window = Window::of(&params, &profile).map_err(invalid)?;
         let samples = profile.sample.len() as u64;
         self.metrics.items_received.get_or_create(&SignalLabels { signal: SIGNAL }).inc_by(samples);
 
-        let mut rows = to_rows(&profile);
         let upload = UploadInfo {
             timestamp: window.start_nanos,
             duration_nanos: window.duration_nanos,
