@@ -25,7 +25,7 @@ use super::pprof::{DecodeLimits, decode};
 use super::series::SeriesName;
 use crate::config::{Limits, ProfilesConfig};
 use crate::schema::{UploadInfo, profile_rows_to_batches};
-use crate::store::{PreparedWrite, Refusal, Store, StoreError};
+use crate::store::{NANOS_PER_HOUR, PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
 
 /// The self-metrics `signal` label of profile samples.
@@ -108,8 +108,6 @@ struct HourlyDedup {
     hour: i64,
     ids: Dedup,
 }
-
-const NANOS_PER_HOUR: i64 = 3_600 * 1_000_000_000;
 
 /// Uploads larger than this are decoded on the blocking pool rather than on an async
 /// worker, so that a large profile cannot stall other connections.

@@ -12,11 +12,10 @@ use arrow::datatypes::{Int64Type, UInt64Type};
 use super::render::{Frame, MergedProfile};
 use super::series::{Selector, sql_string};
 use crate::query::{QueryError, SqlEngine};
+use crate::store::NANOS_PER_HOUR;
 
 /// The sample type a query reads when it names none: what CPU profilers record.
 pub const DEFAULT_SAMPLE_TYPE: &str = "cpu:nanoseconds";
-
-const NANOS_PER_HOUR: i64 = 3_600 * 1_000_000_000;
 
 /// Which samples a profile query merges.
 #[derive(Debug, Clone)]

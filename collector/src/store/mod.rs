@@ -38,6 +38,8 @@ use memtable::Memtable;
 use metric_catalog::MetricCatalog;
 use wal::{EncodedRecord, Wal};
 
+/// The width of a partition: the profile tables de-duplicate per partition hour.
+pub(crate) use catalog::NANOS_PER_HOUR;
 pub(crate) use parquet::files_as_table;
 pub use metric_catalog::TABLE_NAME as METRIC_CATALOG_TABLE;
 pub(crate) use metric_catalog::schema as metric_catalog_schema;
