@@ -1,25 +1,35 @@
-//! The profiler's overhead on a CPU-bound service: a fixed single-threaded workload run
-//! alternately without and with the agent sampling at 100 Hz and uploading to a local sink
-//! (in this process, accepting and discarding), several rounds; prints one table.
+//! The profiler's overhead on a CPU-bound service: the same single-threaded workload run in
+//! two processes at the same time, one with the agent sampling at 100 Hz and uploading to a
+//! local sink, one without; several rounds; prints one table.
 //!
 //! ```text
 //! cargo bench -p meshlight-profiler --bench overhead
 //! ```
 //!
-//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 5), `MESHLIGHT_BENCH_ROUND_SECS` (the
-//! workload is calibrated to about this long, default 3) or `MESHLIGHT_BENCH_ITERATIONS`
-//! (a fixed workload instead), `MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS` (default 1: a window
-//! is rotated, symbolized, encoded and uploaded every second, ten times the default rate,
-//! so this is an upper bound) and `MESHLIGHT_BENCH_FREQUENCY_HZ` (default 100).
+//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 7), `MESHLIGHT_BENCH_ROUND_SECS` (the
+//! workload is calibrated to about this long, default 20: two windows) or
+//! `MESHLIGHT_BENCH_ITERATIONS` (a fixed workload instead),
+//! `MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS` (default 10, the agent's default; 1 rotates,
+//! symbolizes, encodes and uploads a window every second, an upper bound) and
+//! `MESHLIGHT_BENCH_FREQUENCY_HZ` (default 100).
 //!
-//! CPU time is the process's user + system time from `/proc/self/stat` (all threads: the
-//! workload, the agent's thread, the sink), in ticks of 10 ms (`USER_HZ` is 100 on Linux),
-//! over the workload only; starting and shutting down the agent are timed separately.
+//! Why two processes at once: a virtual machine's CPU speed drifts by several percent from
+//! one ten-second stretch to the next, more than the overhead measured. Run side by side,
+//! on a machine with two cores or more, both processes see the same drift, so their ratio
+//! does not. The overhead is the median of the rounds' ratios.
+//!
+//! Each process is this binary again (`MESHLIGHT_BENCH_CHILD=with|without`). Its CPU time
+//! is the run time of all its threads from `/proc/self/task/*/schedstat`, in nanoseconds,
+//! over the workload only; starting the agent and shutting it down are timed separately.
+//! The agent's own thread is also reported alone, which splits the overhead into that
+//! thread (rotating, symbolizing, encoding, uploading) and the rest (taking the samples,
+//! in the signal handler on the workload's thread).
 
 #[path = "../examples/cpu_burn/workload.rs"]
 mod workload;
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,42 +39,52 @@ use axum::routing::post;
 use meshlight_profiler::ProfilerConfig;
 use workload::burn_cpu;
 
-/// Linux reports process times in `USER_HZ` ticks, 100 per second on every architecture.
-const TICKS_PER_SECOND: f64 = 100.0;
+/// Tells a child process whether to run the agent: `with` or `without`.
+const CHILD_ENV: &str = "MESHLIGHT_BENCH_CHILD";
+/// The sink a `with` child uploads to.
+const SINK_ENV: &str = "MESHLIGHT_BENCH_SINK";
+/// The agent's thread, as `/proc` names it (`comm` keeps 15 bytes of the thread's name).
+const AGENT_THREAD: &str = "meshlight-prof";
 
-/// User + system CPU seconds of the whole process, dead threads included.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name and state.
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+/// CPU seconds run by the process's live threads, and by those named `only` when given:
+/// the first field of a thread's `schedstat` is its time on a CPU in nanoseconds
+/// (`/proc/self/stat` counts in 10 ms ticks, too coarse here). No thread ends during a
+/// measurement, so none is missed.
+fn cpu_seconds(only: Option<&str>) -> f64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    let mut nanos = 0_u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        if let Some(name) = only {
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+        }
+        let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        nanos += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    nanos as f64 / 1e9
 }
 
-/// `VmRSS` and `VmHWM` in MiB.
-fn memory_mib() -> (f64, f64) {
+/// `VmRSS` in MiB.
+fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -72,6 +92,113 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(default)
+}
+
+/// What a child measured, one line of `key=value` pairs on its stdout.
+#[derive(Debug, Default)]
+struct Measured {
+    /// CPU seconds of the whole process over the workload.
+    cpu: f64,
+    /// CPU seconds of the agent's thread over the workload.
+    agent_cpu: f64,
+    wall: f64,
+    rss_before: f64,
+    rss_after: f64,
+    start_ms: f64,
+    stop_ms: f64,
+    windows: u64,
+    samples: u64,
+    uploaded: u64,
+    dropped: u64,
+}
+
+impl Measured {
+    fn to_line(&self) -> String {
+        format!(
+            "cpu={} agent_cpu={} wall={} rss_before={} rss_after={} start_ms={} stop_ms={} \
+             windows={} samples={} uploaded={} dropped={}",
+            self.cpu,
+            self.agent_cpu,
+            self.wall,
+            self.rss_before,
+            self.rss_after,
+            self.start_ms,
+            self.stop_ms,
+            self.windows,
+            self.samples,
+            self.uploaded,
+            self.dropped
+        )
+    }
+
+    fn from_line(line: &str) -> Self {
+        let mut measured = Self::default();
+        for pair in line.split_whitespace() {
+            let Some((key, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let number = value.parse::<f64>().unwrap_or(f64::NAN);
+            match key {
+                "cpu" => measured.cpu = number,
+                "agent_cpu" => measured.agent_cpu = number,
+                "wall" => measured.wall = number,
+                "rss_before" => measured.rss_before = number,
+                "rss_after" => measured.rss_after = number,
+                "start_ms" => measured.start_ms = number,
+                "stop_ms" => measured.stop_ms = number,
+                "windows" => measured.windows = number as u64,
+                "samples" => measured.samples = number as u64,
+                "uploaded" => measured.uploaded = number as u64,
+                "dropped" => measured.dropped = number as u64,
+                _ => {}
+            }
+        }
+        measured
+    }
+}
+
+/// A child's body: the workload once, with or without the agent around it.
+fn run_child(profiled: bool, iterations: u64, seed: u64) -> Measured {
+    // The first call pays for page faults and the CPU clocking up, in both children alike.
+    burn_cpu(iterations / 100, seed);
+    let rss_before = rss_mib();
+    let mut profiler = None;
+    let mut start_ms = 0.0;
+    if profiled {
+        let mut config = ProfilerConfig::new("overhead_bench");
+        config.endpoint = std::env::var(SINK_ENV).expect("the parent names the sink");
+        config.frequency_hz = env_number("MESHLIGHT_BENCH_FREQUENCY_HZ", 100).clamp(1, 1000) as u32;
+        config.upload_interval =
+            Duration::from_secs(env_number("MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS", 10).max(1));
+        let started = Instant::now();
+        profiler = Some(meshlight_profiler::start(config).expect("profiler starts"));
+        start_ms = started.elapsed().as_secs_f64() * 1000.0;
+    }
+
+    let cpu = cpu_seconds(None);
+    let agent_cpu = cpu_seconds(Some(AGENT_THREAD));
+    let wall = Instant::now();
+    burn_cpu(iterations, seed);
+    let mut measured = Measured {
+        cpu: cpu_seconds(None) - cpu,
+        agent_cpu: cpu_seconds(Some(AGENT_THREAD)) - agent_cpu,
+        wall: wall.elapsed().as_secs_f64(),
+        rss_before,
+        rss_after: rss_mib(),
+        start_ms,
+        ..Measured::default()
+    };
+
+    if let Some(profiler) = profiler {
+        let stopping = Instant::now();
+        let stats = profiler.shutdown();
+        measured.stop_ms = stopping.elapsed().as_secs_f64() * 1000.0;
+        measured.windows = stats.windows;
+        measured.samples = stats.samples;
+        measured.uploaded = stats.profiles_uploaded;
+        measured.dropped = stats.profiles_dropped;
+    }
+    measured
 }
 
 /// An ingest endpoint that accepts and discards, on its own thread; counts requests.
@@ -115,21 +242,27 @@ fn calibrate(seconds: f64) -> u64 {
     ((seconds / per_iteration) as u64).max(probe)
 }
 
-struct Round {
-    cpu: f64,
-    wall: f64,
-    rss: f64,
+fn spawn_child(profiled: bool, iterations: u64, seed: u64, sink: SocketAddr) -> Child {
+    Command::new(std::env::current_exe().expect("this binary"))
+        .arg("--bench")
+        .env(CHILD_ENV, if profiled { "with" } else { "without" })
+        .env(SINK_ENV, format!("http://{sink}"))
+        .env("MESHLIGHT_BENCH_ITERATIONS", iterations.to_string())
+        .env("MESHLIGHT_BENCH_SEED", seed.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn a bench child")
 }
 
-fn run_round(iterations: u64, seed: u64) -> Round {
-    let cpu = process_cpu_seconds();
-    let wall = Instant::now();
-    burn_cpu(iterations, seed);
-    Round {
-        cpu: process_cpu_seconds() - cpu,
-        wall: wall.elapsed().as_secs_f64(),
-        rss: memory_mib().0,
-    }
+fn wait_child(child: Child) -> Measured {
+    let output = child.wait_with_output().expect("bench child runs");
+    assert!(
+        output.status.success(),
+        "bench child failed: {}",
+        output.status
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Measured::from_line(stdout.lines().last().unwrap_or_default())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -142,109 +275,82 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 5).max(1);
-    let round_secs = env_number("MESHLIGHT_BENCH_ROUND_SECS", 3).max(1);
-    let upload_interval = env_number("MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS", 1).max(1);
-    let frequency_hz = env_number("MESHLIGHT_BENCH_FREQUENCY_HZ", 100).clamp(1, 1000) as u32;
-    let iterations = match env_number("MESHLIGHT_BENCH_ITERATIONS", 0) {
+    let iterations = env_number("MESHLIGHT_BENCH_ITERATIONS", 0);
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        let seed = env_number("MESHLIGHT_BENCH_SEED", 1);
+        println!("{}", run_child(role == "with", iterations, seed).to_line());
+        return;
+    }
+
+    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 7).max(1);
+    let round_secs = env_number("MESHLIGHT_BENCH_ROUND_SECS", 20).max(1);
+    let upload_interval = env_number("MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS", 10).max(1);
+    let frequency_hz = env_number("MESHLIGHT_BENCH_FREQUENCY_HZ", 100).clamp(1, 1000);
+    let iterations = match iterations {
         0 => calibrate(round_secs as f64),
         fixed => fixed,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (sink, requests) = start_sink();
-    let mut rss_before = 0.0;
 
-    let mut config = ProfilerConfig::new("overhead_bench");
-    config.endpoint = format!("http://{sink}");
-    config.frequency_hz = frequency_hz;
-    config.upload_interval = Duration::from_secs(upload_interval);
-
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    let mut start_stop = Vec::new();
-    let mut stats = Vec::new();
-    // Round 0 warms both up (page faults, the symbolizer's first load of debug info) and is
-    // not counted; later rounds alternate which goes first, so drift hits both alike.
-    for round in 0..=rounds {
-        let profiled_first = round % 2 == 1;
-        for profiled in [profiled_first, !profiled_first] {
-            if !profiled {
-                let measured = run_round(iterations, round);
-                if round == 0 {
-                    // Round 0 runs unprofiled first: the process as it is without the agent.
-                    rss_before = measured.rss;
-                }
-                if round > 0 {
-                    without.push(measured);
-                }
-                continue;
-            }
-            let started = Instant::now();
-            let profiler = meshlight_profiler::start(config.clone()).expect("profiler starts");
-            let start_secs = started.elapsed().as_secs_f64();
-            let measured = run_round(iterations, round);
-            let stopping = Instant::now();
-            let final_stats = profiler.shutdown();
-            let stop_secs = stopping.elapsed().as_secs_f64();
-            if round > 0 {
-                with.push(measured);
-                start_stop.push((start_secs, stop_secs));
-                stats.push(final_stats);
-            }
-        }
+    let mut pairs = Vec::new();
+    for round in 0..rounds {
+        let without = spawn_child(false, iterations, round, sink);
+        let with = spawn_child(true, iterations, round, sink);
+        pairs.push((wait_child(without), wait_child(with)));
     }
-    let (_, hwm) = memory_mib();
 
-    let cpu_without = median(without.iter().map(|r| r.cpu).collect());
-    let cpu_with = median(with.iter().map(|r| r.cpu).collect());
-    let wall_without = median(without.iter().map(|r| r.wall).collect());
-    let wall_with = median(with.iter().map(|r| r.wall).collect());
-    let rss_without = median(without.iter().map(|r| r.rss).collect());
-    let rss_with = median(with.iter().map(|r| r.rss).collect());
-    let start_secs = median(start_stop.iter().map(|(start, _)| *start).collect());
-    let stop_secs = median(start_stop.iter().map(|(_, stop)| *stop).collect());
-    let windows: u64 = stats.iter().map(|s| s.windows).sum();
-    let samples: u64 = stats.iter().map(|s| s.samples).sum();
-    let uploaded: u64 = stats.iter().map(|s| s.profiles_uploaded).sum();
-    let dropped: u64 = stats.iter().map(|s| s.profiles_dropped).sum();
+    let of = |pick: &dyn Fn(&(Measured, Measured)) -> f64| median(pairs.iter().map(pick).collect());
+    let overhead = |measure: fn(&Measured) -> f64| {
+        of(&|(without, with)| measure(with) / measure(without) - 1.0) * 100.0
+    };
+    let cpu_without = of(&|(without, _)| without.cpu);
+    let cpu_with = of(&|(_, with)| with.cpu);
+    let agent_share = of(&|(without, with)| with.agent_cpu / without.cpu) * 100.0;
+    let total = overhead(|measured| measured.cpu);
+    let sum = |pick: fn(&Measured) -> u64| pairs.iter().map(|(_, with)| pick(with)).sum::<u64>();
 
     println!();
     println!(
-        "profiler overhead: {rounds} rounds of {iterations} iterations (single thread), \
-         {frequency_hz} Hz, a window uploaded every {upload_interval} s, {cores} cores"
+        "profiler overhead: {rounds} rounds of {iterations} iterations (single thread, about \
+         {round_secs} s), {frequency_hz} Hz, a window uploaded every {upload_interval} s, \
+         {cores} cores, both processes at once"
     );
     println!();
-    println!("| | without agent | with agent | overhead |");
+    println!("| | without agent | with agent | overhead (median of the rounds) |");
     println!("|---|---:|---:|---:|");
+    println!("| CPU s of the workload | {cpu_without:.3} | {cpu_with:.3} | {total:+.2} % |");
     println!(
-        "| median CPU s per round | {cpu_without:.3} | {cpu_with:.3} | {:+.2} % |",
-        (cpu_with / cpu_without - 1.0) * 100.0
+        "| wall s of the workload | {:.3} | {:.3} | {:+.2} % |",
+        of(&|(without, _)| without.wall),
+        of(&|(_, with)| with.wall),
+        overhead(|measured| measured.wall)
     );
     println!(
-        "| median wall s per round | {wall_without:.3} | {wall_with:.3} | {:+.2} % |",
-        (wall_with / wall_without - 1.0) * 100.0
+        "| of which the agent's thread | | {:.3} | {agent_share:+.2} % |",
+        of(&|(_, with)| with.agent_cpu)
     );
     println!(
-        "| VmRSS MiB (before the first start / median at round end) | {rss_before:.1} | {rss_with:.1} | {:+.1} MiB |",
-        rss_with - rss_before
+        "| VmRSS MiB before the agent starts / at the end of the workload | {:.1} | {:.1} | {:+.1} MiB |",
+        of(&|(_, with)| with.rss_before),
+        of(&|(_, with)| with.rss_after),
+        of(&|(_, with)| with.rss_after - with.rss_before)
     );
     println!();
     println!(
-        "after an agent shut down the process keeps {rss_without:.1} MiB (median VmRSS of the \
-         unprofiled rounds after round 0); VmHWM at the end {hwm:.1} MiB; agent start {:.1} ms, \
-         shutdown (last window + upload) {:.1} ms (medians)",
-        start_secs * 1000.0,
-        stop_secs * 1000.0
-    );
-    println!(
-        "counted rounds with the agent: {windows} windows, {samples} samples, {uploaded} \
-         profiles uploaded, {dropped} dropped; the sink received {} requests in all",
+        "agent start {:.1} ms, shutdown (last window + upload) {:.1} ms (medians); {} windows, \
+         {} samples, {} profiles uploaded, {} dropped; the sink received {} requests",
+        of(&|(_, with)| with.start_ms),
+        of(&|(_, with)| with.stop_ms),
+        sum(|with| with.windows),
+        sum(|with| with.samples),
+        sum(|with| with.uploaded),
+        sum(|with| with.dropped),
         requests.load(Ordering::Relaxed)
     );
-    let per_round_cpu: Vec<String> = without
+    let per_round: Vec<String> = pairs
         .iter()
-        .zip(&with)
-        .map(|(a, b)| format!("{:.2}/{:.2}", a.cpu, b.cpu))
+        .map(|(without, with)| format!("{:.3}/{:.3}", without.cpu, with.cpu))
         .collect();
-    println!("CPU s per round, without/with: {}", per_round_cpu.join(" "));
+    println!("CPU s per round, without/with: {}", per_round.join(" "));
 }

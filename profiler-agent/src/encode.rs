@@ -15,7 +15,7 @@ use crate::span::{SPAN_ID_LABEL, SpanIds, TRACE_ID_LABEL, hex};
 /// The samples of one window with their code addresses symbolized.
 #[derive(Clone, Debug)]
 pub(crate) struct Window {
-    /// When the window's pprof guard started.
+    /// When the window began.
     pub(crate) start: SystemTime,
     pub(crate) duration: Duration,
     pub(crate) frequency_hz: u32,

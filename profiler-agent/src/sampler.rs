@@ -1,12 +1,20 @@
 //! The pprof side: the guard that samples, window rotation with the span slots, and turning
 //! pprof's unsymbolized samples into a [`Window`].
 //!
+//! One guard runs across many windows. A window is what the guard counted since the last
+//! rotation: each rotation takes `build_unresolved`, the guard's running totals per stack,
+//! and subtracts the totals of the rotation before. Replacing the guard each window instead
+//! would cost far more than the sampling itself: pprof-rs allocates and fills a fresh table
+//! of about 68 MB on every stop and start, and resolves a whole backtrace on every start.
+//! The guard is still replaced now and then (see [`MAX_STACKS_PER_GUARD`]), which bounds
+//! both what pprof keeps and the totals kept here.
+//!
 //! Windows are taken with `build_unresolved` rather than pprof's symbolizing `build`:
 //! `build` resolves every frame of every stack while holding the lock the signal handler
 //! needs, so samples are lost for as long as symbolization takes, and the result keeps
 //! neither the instruction address of a frame nor the start address of its function. Here
-//! the raw stacks are copied out, the guard is replaced at once, and the addresses are
-//! symbolized afterwards, each once, through pprof's own resolver.
+//! the raw stacks are copied out and the addresses are symbolized afterwards, each once,
+//! through pprof's own resolver.
 //!
 //! What is removed from each stack:
 //! - the profiler's signal handler and everything above it (the unwinder's frames): the
@@ -18,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::raw::c_int;
+use std::time::{Duration, Instant, SystemTime};
 
 use pprof::{ProfilerGuard, ProfilerGuardBuilder, UnresolvedReport};
 
@@ -34,6 +43,19 @@ const BLOCKLIST: [&str; 2] = ["libgcc", "vdso"];
 /// bounds its memory and forgets code unloaded since.
 const MAX_CACHED_ADDRESSES: usize = 100_000;
 
+/// The guard is replaced at the end of a window once it has counted this many distinct
+/// stacks. pprof's table holds 4 096 × 4 of them; well below that, a new stack rarely
+/// evicts an old one to pprof's temporary file, which grows with every eviction until the
+/// guard stops. It also bounds [`Guard::reported`] and the copy each rotation takes.
+const MAX_STACKS_PER_GUARD: usize = 2048;
+
+/// The guard is replaced at the end of a window once it has run this long, whatever it
+/// counted: the temporary file cannot grow for longer than this.
+const MAX_GUARD_AGE: Duration = Duration::from_secs(600);
+
+/// A stack as pprof tells stacks apart: the thread and each frame's function address.
+type StackKey = (u64, Vec<usize>);
+
 /// What one address symbolized to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Resolved {
@@ -46,11 +68,61 @@ enum Resolved {
 /// The running pprof guard and what rotating it needs.
 pub(crate) struct Sampler {
     builder: ProfilerGuardBuilder,
-    guard: Option<ProfilerGuard<'static>>,
+    guard: Option<Guard>,
     frequency_hz: u32,
     /// Trampoline start address → slot.
     slot_addresses: HashMap<usize, usize>,
     cache: HashMap<usize, Resolved>,
+}
+
+/// A running pprof guard, with its totals as of the last rotation.
+struct Guard {
+    guard: ProfilerGuard<'static>,
+    started: Instant,
+    /// When the current window began.
+    window_start: SystemTime,
+    /// Per stack, the samples the guard had counted when the last window ended.
+    reported: HashMap<StackKey, isize>,
+}
+
+impl Guard {
+    fn start(builder: &ProfilerGuardBuilder) -> Result<Self, pprof::Error> {
+        Ok(Self {
+            guard: builder.clone().build()?,
+            started: Instant::now(),
+            window_start: SystemTime::now(),
+            reported: HashMap::new(),
+        })
+    }
+
+    /// Ends the current window: a report of its samples per stack, counted since the last
+    /// rotation, and when the window began.
+    ///
+    /// pprof builds the report under the lock its signal handler takes with `try_write`,
+    /// so a sample is counted either before the report (this window) or after it (the
+    /// next); one that arrives meanwhile is dropped.
+    fn end_window(&mut self) -> Result<(UnresolvedReport, SystemTime), pprof::Error> {
+        let mut report = self.guard.report().build_unresolved()?;
+        let start = std::mem::replace(&mut self.window_start, SystemTime::now());
+        report.data.retain(|stack, count| {
+            let key = (
+                stack.thread_id,
+                stack
+                    .frames
+                    .iter()
+                    .map(|frame| frame.symbol_address() as usize)
+                    .collect(),
+            );
+            let total = *count;
+            *count -= self.reported.insert(key, total).unwrap_or(0);
+            *count > 0
+        });
+        Ok((report, start))
+    }
+
+    fn is_worn_out(&self) -> bool {
+        self.reported.len() >= MAX_STACKS_PER_GUARD || self.started.elapsed() >= MAX_GUARD_AGE
+    }
 }
 
 impl Sampler {
@@ -60,7 +132,7 @@ impl Sampler {
         let builder = ProfilerGuardBuilder::default()
             .frequency(frequency)
             .blocklist(&BLOCKLIST);
-        let guard = builder.clone().build()?;
+        let guard = Guard::start(&builder)?;
         let slot_addresses = (0..SLOT_COUNT)
             .map(|slot| (span::trampoline_address(slot), slot))
             .collect();
@@ -78,22 +150,29 @@ impl Sampler {
         self.guard.is_some()
     }
 
-    /// Ends the current window and returns it; starts the next one when `restart`.
+    /// Ends the current window and returns it; sampling goes on into the next one when
+    /// `restart`, and stops otherwise.
     ///
-    /// The slot protocol: copy the slot table (retired slots to quarantine), collect the
-    /// old guard's samples and replace the guard, then free the quarantine.
+    /// The slot protocol: copy the slot table (retired slots to quarantine), end the
+    /// window (replacing the guard if it is worn out), then free the quarantine.
     pub(crate) fn rotate(&mut self, restart: bool) -> Result<Window, pprof::Error> {
         let slots = span::begin_rotation();
-        let report = match self.guard.take() {
-            Some(guard) => {
-                let report = guard.report().build_unresolved();
-                drop(guard);
-                report
-            }
+        let ended = match self.guard.as_mut() {
+            Some(guard) => guard.end_window(),
             None => Err(pprof::Error::NotRunning),
         };
-        if restart {
-            match self.builder.clone().build() {
+        let keep = restart
+            && ended.is_ok()
+            && self
+                .guard
+                .as_ref()
+                .is_some_and(|guard| !guard.is_worn_out());
+        if !keep {
+            // Dropping the guard stops the samples; pprof then resets its table.
+            self.guard = None;
+        }
+        if restart && self.guard.is_none() {
+            match Guard::start(&self.builder) {
                 Ok(guard) => self.guard = Some(guard),
                 Err(error) => {
                     span::deactivate();
@@ -101,13 +180,18 @@ impl Sampler {
                 }
             }
         }
-        // Either a new guard runs or none does: nothing more reaches the old window.
+        // The samples of the ended window are all in `ended`: later ones go to the next.
         span::end_rotation();
-        let report = report?;
-        Ok(self.collect(&report, &slots))
+        let (report, start) = ended?;
+        Ok(self.collect(&report, &slots, start))
     }
 
-    fn collect(&mut self, report: &UnresolvedReport, slots: &WindowSlots) -> Window {
+    fn collect(
+        &mut self,
+        report: &UnresolvedReport,
+        slots: &WindowSlots,
+        start: SystemTime,
+    ) -> Window {
         if self.cache.len() > MAX_CACHED_ADDRESSES {
             self.cache.clear();
         }
@@ -116,12 +200,8 @@ impl Sampler {
         let mut samples = Vec::with_capacity(report.data.len());
         let mut used = HashSet::new();
         for (stack, &count) in &report.data {
-            let Ok(count) = u64::try_from(count) else {
-                continue;
-            };
-            if count == 0 {
-                continue;
-            }
+            // `end_window` kept only stacks with new samples.
+            let count = u64::try_from(count).unwrap_or_default();
             // (instruction address, function start address), leaf first.
             let frames: Vec<(usize, usize)> = stack
                 .frames
@@ -151,6 +231,7 @@ impl Sampler {
             used.extend(stack.iter().copied());
             samples.push(WindowSample { stack, span, count });
         }
+        let end = SystemTime::now();
 
         let symbols = used
             .into_iter()
@@ -163,8 +244,8 @@ impl Sampler {
             })
             .collect();
         Window {
-            start: report.timing.start_time,
-            duration: report.timing.duration,
+            start,
+            duration: end.duration_since(start).unwrap_or_default(),
             frequency_hz: self.frequency_hz,
             samples,
             symbols,
@@ -326,7 +407,12 @@ mod tests {
             profile = encode(&window);
             // Samples, not distinct stacks: a tight loop in a release build has few stacks.
             let samples = |keep: &dyn Fn(&proto::Sample) -> bool| -> i64 {
-                profile.sample.iter().filter(|sample| keep(sample)).map(|sample| sample.value[0]).sum()
+                profile
+                    .sample
+                    .iter()
+                    .filter(|sample| keep(sample))
+                    .map(|sample| sample.value[0])
+                    .sum()
             };
             let labelled = samples(&|sample| label(&profile, sample, SPAN_ID_LABEL).is_some());
             let outside = samples(&|sample| {
@@ -342,6 +428,14 @@ mod tests {
                 "too few samples: {labelled} labelled, {outside} outside"
             );
         }
+        // A window holds only its own samples: nothing has run inside the span since.
+        let next = encode(&sampler.rotate(true).expect("window"));
+        assert!(
+            !next.sample.iter().any(|sample| stack_names(&next, sample)
+                .iter()
+                .any(|n| n.contains("inside_span_work"))),
+            "the last window's samples were counted again"
+        );
         span::deactivate();
         drop(link);
 
