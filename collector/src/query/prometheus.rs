@@ -244,10 +244,29 @@ impl<'a> StoredMetrics<'a> {
     }
 
     async fn read(&self, entry: &CatalogEntry, selection: &Selection<'_>, out: &mut SeriesMap) -> promql::Result<()> {
+        let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
+        let wants = |suffix: &str| names.iter().all(|m| m.is_match(&format!("{}{suffix}", entry.name)));
+        // The per-point series: a histogram's buckets, a summary's quantiles.
+        let points_suffix = if entry.kind == MetricKind::Histogram { "_bucket" } else { "" };
+        let (want_value, want_points, want_count, want_sum) = (wants(""), wants(points_suffix), wants("_count"), wants("_sum"));
+        // Columns no wanted series needs are read as NULL, which keeps the positions: the
+        // bucket and quantile lists cost the most to decode, and `_count` or `_sum` alone
+        // needs neither.
+        let pick = |wanted: bool, column: &str| if wanted { column.to_owned() } else { format!("NULL AS {column}") };
         let columns = match entry.kind {
-            MetricKind::Gauge | MetricKind::Counter => "\"Value\", \"Flags\"",
-            MetricKind::Histogram => "\"Count\", \"Sum\", \"BucketCounts\", \"ExplicitBounds\"",
-            MetricKind::Summary => "\"Count\", \"Sum\", \"ValueAtQuantiles.Quantile\", \"ValueAtQuantiles.Value\"",
+            MetricKind::Gauge | MetricKind::Counter => "\"Value\", \"Flags\"".to_owned(),
+            MetricKind::Histogram => format!(
+                "\"Count\", {}, {}, {}",
+                pick(want_sum, "\"Sum\""),
+                pick(want_points, "\"BucketCounts\""),
+                pick(want_points, "\"ExplicitBounds\"")
+            ),
+            MetricKind::Summary => format!(
+                "\"Count\", {}, {}, {}",
+                pick(want_sum, "\"Sum\""),
+                pick(want_points, "\"ValueAtQuantiles.Quantile\""),
+                pick(want_points, "\"ValueAtQuantiles.Value\"")
+            ),
         };
         let sql = format!(
             "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}",
@@ -257,11 +276,6 @@ impl<'a> StoredMetrics<'a> {
             service_filter(selection)
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
-        let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
-        let wants = |suffix: &str| names.iter().all(|m| m.is_match(&format!("{}{suffix}", entry.name)));
-        // The per-point series: a histogram's buckets, a summary's quantiles.
-        let points_suffix = if entry.kind == MetricKind::Histogram { "_bucket" } else { "" };
-        let (want_value, want_points, want_count, want_sum) = (wants(""), wants(points_suffix), wants("_count"), wants("_sum"));
         let mut series = SeriesSlots::new(&entry.name, selection);
         for batch in &result.batches {
             let resources = batch.column(0).as_map();
@@ -326,6 +340,9 @@ struct SeriesSlots<'a> {
     stored: Vec<Vec<Slot>>,
     series: Vec<(Labels, Vec<(Millis, f64)>)>,
     key: Vec<u8>,
+    /// The previous row's key and stored series: files are sorted by series, so most rows
+    /// repeat the row before and skip the hash lookup.
+    previous: (Vec<u8>, Option<usize>),
 }
 
 /// A series a stored series feeds.
@@ -349,7 +366,15 @@ struct RowSlots<'s, 'a> {
 
 impl<'a> SeriesSlots<'a> {
     fn new(name: &'a str, selection: &'a Selection<'a>) -> Self {
-        Self { name, selection, stored_by_key: HashMap::new(), stored: Vec::new(), series: Vec::new(), key: Vec::new() }
+        Self {
+            name,
+            selection,
+            stored_by_key: HashMap::new(),
+            stored: Vec::new(),
+            series: Vec::new(),
+            key: Vec::new(),
+            previous: (Vec::new(), None),
+        }
     }
 
     fn row<'s>(&'s mut self, resources: &'s MapArray, attributes: &'s MapArray, index: usize, at: Millis) -> RowSlots<'s, 'a> {
@@ -363,12 +388,20 @@ impl<'a> SeriesSlots<'a> {
             }
             self.key.push(0xFD);
         }
-        let stored = match self.stored_by_key.get(self.key.as_slice()) {
-            Some(stored) => *stored,
-            None => {
-                self.stored.push(Vec::new());
-                self.stored_by_key.insert(self.key.clone(), self.stored.len() - 1);
-                self.stored.len() - 1
+        let stored = match self.previous {
+            (ref key, Some(stored)) if *key == self.key => stored,
+            _ => {
+                let stored = match self.stored_by_key.get(self.key.as_slice()) {
+                    Some(stored) => *stored,
+                    None => {
+                        self.stored.push(Vec::new());
+                        self.stored_by_key.insert(self.key.clone(), self.stored.len() - 1);
+                        self.stored.len() - 1
+                    }
+                };
+                std::mem::swap(&mut self.previous.0, &mut self.key);
+                self.previous.1 = Some(stored);
+                stored
             }
         };
         RowSlots { slots: self, resources, attributes, index, at, stored }
