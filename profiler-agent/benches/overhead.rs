@@ -6,7 +6,7 @@
 //! cargo bench -p meshlight-profiler --bench overhead
 //! ```
 //!
-//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 7), `MESHLIGHT_BENCH_ROUND_SECS` (the
+//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 8, rounded up to even), `MESHLIGHT_BENCH_ROUND_SECS` (the
 //! workload is calibrated to about this long, default 20: two windows) or
 //! `MESHLIGHT_BENCH_ITERATIONS` (a fixed workload instead),
 //! `MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS` (default 10, the agent's default; 1 rotates,
@@ -16,7 +16,10 @@
 //! Why two processes at once: a virtual machine's CPU speed drifts by several percent from
 //! one ten-second stretch to the next, more than the overhead measured. Run side by side,
 //! on a machine with two cores or more, both processes see the same drift, so their ratio
-//! does not. The overhead is the median of the rounds' ratios.
+//! does not. Two virtual CPUs may also differ in speed for minutes, so each process is
+//! pinned to one CPU with `taskset` (util-linux) and the CPUs are swapped every round; the
+//! overhead is the mean of the rounds' ratios over an even number of rounds, in which that
+//! difference cancels.
 //!
 //! Each process is this binary again (`MESHLIGHT_BENCH_CHILD=with|without`). Its CPU time
 //! is the run time of all its threads from `/proc/self/task/*/schedstat`, in nanoseconds,
@@ -242,8 +245,24 @@ fn calibrate(seconds: f64) -> u64 {
     ((seconds / per_iteration) as u64).max(probe)
 }
 
-fn spawn_child(profiled: bool, iterations: u64, seed: u64, sink: SocketAddr) -> Child {
-    Command::new(std::env::current_exe().expect("this binary"))
+/// Starts this binary as a child, pinned to `cpu` when given.
+fn spawn_child(
+    profiled: bool,
+    iterations: u64,
+    seed: u64,
+    sink: SocketAddr,
+    cpu: Option<usize>,
+) -> Child {
+    let exe = std::env::current_exe().expect("this binary");
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("--cpu-list").arg(cpu.to_string()).arg(exe);
+            taskset
+        }
+        None => Command::new(exe),
+    };
+    command
         .arg("--bench")
         .env(CHILD_ENV, if profiled { "with" } else { "without" })
         .env(SINK_ENV, format!("http://{sink}"))
@@ -265,6 +284,10 @@ fn wait_child(child: Child) -> Measured {
     Measured::from_line(stdout.lines().last().unwrap_or_default())
 }
 
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -282,7 +305,9 @@ fn main() {
         return;
     }
 
-    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 7).max(1);
+    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 8)
+        .max(1)
+        .next_multiple_of(2);
     let round_secs = env_number("MESHLIGHT_BENCH_ROUND_SECS", 20).max(1);
     let upload_interval = env_number("MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS", 10).max(1);
     let frequency_hz = env_number("MESHLIGHT_BENCH_FREQUENCY_HZ", 100).clamp(1, 1000);
@@ -292,21 +317,32 @@ fn main() {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (sink, requests) = start_sink();
+    let pinned = cores >= 2 && Command::new("taskset").arg("--version").output().is_ok();
 
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        let without = spawn_child(false, iterations, round, sink);
-        let with = spawn_child(true, iterations, round, sink);
+        let cpus = |profiled: bool| pinned.then_some(((round % 2 == 0) == profiled) as usize);
+        let without = spawn_child(false, iterations, round, sink, cpus(false));
+        let with = spawn_child(true, iterations, round, sink, cpus(true));
         pairs.push((wait_child(without), wait_child(with)));
     }
 
     let of = |pick: &dyn Fn(&(Measured, Measured)) -> f64| median(pairs.iter().map(pick).collect());
-    let overhead = |measure: fn(&Measured) -> f64| {
-        of(&|(without, with)| measure(with) / measure(without) - 1.0) * 100.0
+    let ratios = |measure: fn(&Measured) -> f64| -> Vec<f64> {
+        pairs
+            .iter()
+            .map(|(without, with)| (measure(with) / measure(without) - 1.0) * 100.0)
+            .collect()
     };
+    let overhead = |measure: fn(&Measured) -> f64| mean(&ratios(measure));
     let cpu_without = of(&|(without, _)| without.cpu);
     let cpu_with = of(&|(_, with)| with.cpu);
-    let agent_share = of(&|(without, with)| with.agent_cpu / without.cpu) * 100.0;
+    let agent_share = mean(
+        &pairs
+            .iter()
+            .map(|(without, with)| with.agent_cpu / without.cpu * 100.0)
+            .collect::<Vec<_>>(),
+    );
     let total = overhead(|measured| measured.cpu);
     let sum = |pick: fn(&Measured) -> u64| pairs.iter().map(|(_, with)| pick(with)).sum::<u64>();
 
@@ -314,10 +350,15 @@ fn main() {
     println!(
         "profiler overhead: {rounds} rounds of {iterations} iterations (single thread, about \
          {round_secs} s), {frequency_hz} Hz, a window uploaded every {upload_interval} s, \
-         {cores} cores, both processes at once"
+         {cores} cores, both processes at once{}",
+        if pinned {
+            ", each on its own CPU, swapped every round"
+        } else {
+            ""
+        }
     );
     println!();
-    println!("| | without agent | with agent | overhead (median of the rounds) |");
+    println!("| median per round | without agent | with agent | overhead (mean of the rounds) |");
     println!("|---|---:|---:|---:|");
     println!("| CPU s of the workload | {cpu_without:.3} | {cpu_with:.3} | {total:+.2} % |");
     println!(
@@ -350,7 +391,10 @@ fn main() {
     );
     let per_round: Vec<String> = pairs
         .iter()
-        .map(|(without, with)| format!("{:.3}/{:.3}", without.cpu, with.cpu))
+        .zip(ratios(|measured| measured.cpu))
+        .map(|((without, with), ratio)| {
+            format!("{:.3}/{:.3} ({ratio:+.2} %)", without.cpu, with.cpu)
+        })
         .collect();
-    println!("CPU s per round, without/with: {}", per_round.join(" "));
+    println!("CPU s per round, without/with: {}", per_round.join(", "));
 }

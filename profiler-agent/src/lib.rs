@@ -53,9 +53,10 @@
 //!   window out of pprof, symbolizing new addresses, encoding and gzipping (`benches/
 //!   overhead.rs` measures it).
 //! - Memory: pprof-rs 0.15 keeps its samples in a fixed table of 16 384 stacks of 128
-//!   frames, about 68 MB, which one guard reuses across many windows; symbolizing adds the
-//!   parsed debug info. Expect on the order of 140 MB of RSS, which stays after shutdown
-//!   (pprof allocates a fresh table when its guard stops).
+//!   frames, about 68 MB, which one guard reuses across windows for up to a minute;
+//!   symbolizing adds the parsed debug info. Expect about 140 MB of RSS in the first minute
+//!   and about 210 MB once the guard has been replaced (`benches/overhead.rs` reports it),
+//!   which stays after shutdown (pprof allocates a fresh table when its guard stops).
 //! - Names: functions are named from the binary's debug info. With `debug =
 //!   "line-tables-only"` that holds unqualified names only (`burn_cpu`, `{closure#0}`);
 //!   fuller debug info gives paths (`my_service::handler::burn_cpu`). Without debug info,

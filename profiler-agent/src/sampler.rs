@@ -6,8 +6,13 @@
 //! and subtracts the totals of the rotation before. Replacing the guard each window instead
 //! would cost far more than the sampling itself: pprof-rs allocates and fills a fresh table
 //! of about 68 MB on every stop and start, and resolves a whole backtrace on every start.
-//! The guard is still replaced now and then (see [`MAX_STACKS_PER_GUARD`]), which bounds
-//! both what pprof keeps and the totals kept here.
+//! The guard is still replaced now and then (see [`MAX_STACKS_PER_GUARD`] and
+//! [`MAX_GUARD_AGE`]), which bounds what pprof keeps and the totals kept here.
+//!
+//! A stack's lines come from one of its samples: pprof tells stacks apart by the function
+//! of each frame and keeps the instruction addresses of the first sample, so which inlined
+//! function and which line a frame shows is that sample's. A new guard picks a new first
+//! sample, so over many windows the lines shown follow where the time went.
 //!
 //! Windows are taken with `build_unresolved` rather than pprof's symbolizing `build`:
 //! `build` resolves every frame of every stack while holding the lock the signal handler
@@ -50,8 +55,10 @@ const MAX_CACHED_ADDRESSES: usize = 100_000;
 const MAX_STACKS_PER_GUARD: usize = 2048;
 
 /// The guard is replaced at the end of a window once it has run this long, whatever it
-/// counted: the temporary file cannot grow for longer than this.
-const MAX_GUARD_AGE: Duration = Duration::from_secs(600);
+/// counted: the temporary file cannot grow for longer than this, and each stack's lines
+/// are taken from a fresh sample at least this often. A replacement costs some tens of
+/// milliseconds of the agent's thread, allocating pprof's table above all.
+const MAX_GUARD_AGE: Duration = Duration::from_secs(60);
 
 /// A stack as pprof tells stacks apart: the thread and each frame's function address.
 type StackKey = (u64, Vec<usize>);
