@@ -30,6 +30,7 @@
 //! - the span slots' trampoline frames, recognised by their exact function address.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -103,14 +104,15 @@ impl Guard {
     }
 
     /// Ends the current window: a report of its samples per stack, counted since the last
-    /// rotation, and when the window began.
+    /// rotation, and when the window began and ended (the next one begins then).
     ///
     /// pprof builds the report under the lock its signal handler takes with `try_write`,
     /// so a sample is counted either before the report (this window) or after it (the
     /// next); one that arrives meanwhile is dropped.
-    fn end_window(&mut self) -> Result<(UnresolvedReport, SystemTime), pprof::Error> {
+    fn end_window(&mut self) -> Result<(UnresolvedReport, Range<SystemTime>), pprof::Error> {
         let mut report = self.guard.report().build_unresolved()?;
-        let start = std::mem::replace(&mut self.window_start, SystemTime::now());
+        let end = SystemTime::now();
+        let start = std::mem::replace(&mut self.window_start, end);
         report.data.retain(|stack, count| {
             let key = (
                 stack.thread_id,
@@ -124,7 +126,7 @@ impl Guard {
             *count -= self.reported.insert(key, total).unwrap_or(0);
             *count > 0
         });
-        Ok((report, start))
+        Ok((report, start..end))
     }
 
     fn is_worn_out(&self) -> bool {
@@ -189,15 +191,15 @@ impl Sampler {
         }
         // The samples of the ended window are all in `ended`: later ones go to the next.
         span::end_rotation();
-        let (report, start) = ended?;
-        Ok(self.collect(&report, &slots, start))
+        let (report, time) = ended?;
+        Ok(self.collect(&report, &slots, time))
     }
 
     fn collect(
         &mut self,
         report: &UnresolvedReport,
         slots: &WindowSlots,
-        start: SystemTime,
+        time: Range<SystemTime>,
     ) -> Window {
         if self.cache.len() > MAX_CACHED_ADDRESSES {
             self.cache.clear();
@@ -238,8 +240,6 @@ impl Sampler {
             used.extend(stack.iter().copied());
             samples.push(WindowSample { stack, span, count });
         }
-        let end = SystemTime::now();
-
         let symbols = used
             .into_iter()
             .map(|ip| {
@@ -251,8 +251,8 @@ impl Sampler {
             })
             .collect();
         Window {
-            start,
-            duration: end.duration_since(start).unwrap_or_default(),
+            start: time.start,
+            duration: time.end.duration_since(time.start).unwrap_or_default(),
             frequency_hz: self.frequency_hz,
             samples,
             symbols,
