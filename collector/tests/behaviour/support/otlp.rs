@@ -106,6 +106,17 @@ pub(crate) fn post(
     content_encoding: Option<&str>,
     body: &[u8],
 ) -> HttpReply {
+    try_post(http_endpoint, path, content_type, content_encoding, body).expect("the OTLP/HTTP request and its reply")
+}
+
+/// [`post`], with an error when the request cannot be sent or its reply read.
+pub(crate) fn try_post(
+    http_endpoint: &str,
+    path: &str,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+) -> Result<HttpReply, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -118,7 +129,7 @@ pub(crate) fn post(
     if let Some(encoding) = content_encoding {
         request = request.header("Content-Encoding", encoding);
     }
-    let mut response = request.send(body).expect("send the OTLP/HTTP request");
+    let mut response = request.send(body)?;
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -128,9 +139,8 @@ pub(crate) fn post(
         .body_mut()
         .with_config()
         .limit(64 << 20)
-        .read_to_vec()
-        .expect("read the OTLP/HTTP response");
-    HttpReply { status: response.status().as_u16(), retry_after, body }
+        .read_to_vec()?;
+    Ok(HttpReply { status: response.status().as_u16(), retry_after, body })
 }
 
 /// POSTs a protobuf trace export.

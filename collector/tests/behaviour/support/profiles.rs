@@ -8,7 +8,7 @@ use std::time::Duration;
 use meshlight_profiler::proto::{Function, Label, Line, Location, Profile, Sample, ValueType};
 use serde_json::Value;
 
-use super::otlp::{HttpReply, post};
+use super::otlp::{HttpReply, post, try_post};
 use super::repo_root;
 
 /// Environment variable naming the `node` binary (default: `node` on the `PATH`).
@@ -76,7 +76,12 @@ pub(crate) fn cpu_profile(samples: &[StackSample<'_>]) -> Profile {
 
 /// `POST /ingest?<query>` with a raw body.
 pub(crate) fn upload(http_endpoint: &str, query: &str, body: &[u8]) -> HttpReply {
-    post(http_endpoint, &format!("/ingest?{query}"), Some("application/octet-stream"), None, body)
+    try_upload(http_endpoint, query, body).expect("the upload and its reply")
+}
+
+/// [`upload`], with an error when the request cannot be sent or its reply read.
+pub(crate) fn try_upload(http_endpoint: &str, query: &str, body: &[u8]) -> Result<HttpReply, ureq::Error> {
+    try_post(http_endpoint, &format!("/ingest?{query}"), Some("application/octet-stream"), None, body)
 }
 
 /// `POST /ingest?<query>` with the profile as the `profile` part of a multipart form, as
