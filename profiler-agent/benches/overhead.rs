@@ -6,20 +6,22 @@
 //! cargo bench -p meshlight-profiler --bench overhead
 //! ```
 //!
-//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 8, rounded up to even), `MESHLIGHT_BENCH_ROUND_SECS` (the
-//! workload is calibrated to about this long, default 20: two windows) or
+//! Scale it with `MESHLIGHT_BENCH_ROUNDS` (default 4), `MESHLIGHT_BENCH_ROUND_SECS` (CPU
+//! seconds of workload per process, calibrated; default 40, so that a round's minute and a
+//! half of wall time includes the agent replacing its pprof guard) or
 //! `MESHLIGHT_BENCH_ITERATIONS` (a fixed workload instead),
 //! `MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS` (default 10, the agent's default; 1 rotates,
 //! symbolizes, encodes and uploads a window every second, an upper bound) and
 //! `MESHLIGHT_BENCH_FREQUENCY_HZ` (default 100).
 //!
-//! Why two processes at once: a virtual machine's CPU speed drifts by several percent from
-//! one ten-second stretch to the next, more than the overhead measured. Run side by side,
-//! on a machine with two cores or more, both processes see the same drift, so their ratio
-//! does not. Two virtual CPUs may also differ in speed for minutes, so each process is
-//! pinned to one CPU with `taskset` (util-linux) and the CPUs are swapped every round; the
-//! overhead is the mean of the rounds' ratios over an even number of rounds, in which that
-//! difference cancels.
+//! Why two processes at once, on one CPU: a virtual machine's CPU speed drifts by several
+//! percent from one ten-second stretch to the next, and two virtual CPUs drift apart, both
+//! more than the overhead measured. So a pair of processes, one with the agent and one
+//! without, is pinned to the same CPU with `taskset` (util-linux): the scheduler interleaves
+//! them every few milliseconds, both see the same CPU speed at every moment, and the ratio
+//! of their CPU times for the same work is the overhead. With two cores or more a second
+//! pair runs on the second CPU at the same time, which doubles the pairs measured per
+//! round. Without `taskset` the two processes run unpinned side by side.
 //!
 //! Each process is this binary again (`MESHLIGHT_BENCH_CHILD=with|without`). Its CPU time
 //! is the run time of all its threads from `/proc/self/task/*/schedstat`, in nanoseconds,
@@ -104,7 +106,6 @@ struct Measured {
     cpu: f64,
     /// CPU seconds of the agent's thread over the workload.
     agent_cpu: f64,
-    wall: f64,
     rss_before: f64,
     rss_after: f64,
     start_ms: f64,
@@ -118,11 +119,10 @@ struct Measured {
 impl Measured {
     fn to_line(&self) -> String {
         format!(
-            "cpu={} agent_cpu={} wall={} rss_before={} rss_after={} start_ms={} stop_ms={} \
+            "cpu={} agent_cpu={} rss_before={} rss_after={} start_ms={} stop_ms={} \
              windows={} samples={} uploaded={} dropped={}",
             self.cpu,
             self.agent_cpu,
-            self.wall,
             self.rss_before,
             self.rss_after,
             self.start_ms,
@@ -144,7 +144,6 @@ impl Measured {
             match key {
                 "cpu" => measured.cpu = number,
                 "agent_cpu" => measured.agent_cpu = number,
-                "wall" => measured.wall = number,
                 "rss_before" => measured.rss_before = number,
                 "rss_after" => measured.rss_after = number,
                 "start_ms" => measured.start_ms = number,
@@ -180,12 +179,10 @@ fn run_child(profiled: bool, iterations: u64, seed: u64) -> Measured {
 
     let cpu = cpu_seconds(None);
     let agent_cpu = cpu_seconds(Some(AGENT_THREAD));
-    let wall = Instant::now();
     burn_cpu(iterations, seed);
     let mut measured = Measured {
         cpu: cpu_seconds(None) - cpu,
         agent_cpu: cpu_seconds(Some(AGENT_THREAD)) - agent_cpu,
-        wall: wall.elapsed().as_secs_f64(),
         rss_before,
         rss_after: rss_mib(),
         start_ms,
@@ -288,6 +285,21 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
+/// The standard error of the mean of `values`: their sample standard deviation over √n.
+fn standard_error(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let mean = mean(values);
+    let variance = values
+        .iter()
+        .map(|value| (value - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    (variance / n).sqrt()
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -305,10 +317,8 @@ fn main() {
         return;
     }
 
-    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 8)
-        .max(1)
-        .next_multiple_of(2);
-    let round_secs = env_number("MESHLIGHT_BENCH_ROUND_SECS", 20).max(1);
+    let rounds = env_number("MESHLIGHT_BENCH_ROUNDS", 4).max(1);
+    let round_secs = env_number("MESHLIGHT_BENCH_ROUND_SECS", 40).max(1);
     let upload_interval = env_number("MESHLIGHT_BENCH_UPLOAD_INTERVAL_SECS", 10).max(1);
     let frequency_hz = env_number("MESHLIGHT_BENCH_FREQUENCY_HZ", 100).clamp(1, 1000);
     let iterations = match iterations {
@@ -317,14 +327,29 @@ fn main() {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (sink, requests) = start_sink();
-    let pinned = cores >= 2 && Command::new("taskset").arg("--version").output().is_ok();
+    let pinned = Command::new("taskset").arg("--version").output().is_ok();
+    // One pair per CPU when pinned (at most two: the rest of the machine stays free for the
+    // sink); one unpinned pair otherwise.
+    let cpus: Vec<Option<usize>> = match (pinned, cores) {
+        (true, 1) => vec![Some(0)],
+        (true, _) => vec![Some(0), Some(1)],
+        (false, _) => vec![None],
+    };
 
     let mut pairs = Vec::new();
     for round in 0..rounds {
-        let cpus = |profiled: bool| pinned.then_some(((round % 2 == 0) == profiled) as usize);
-        let without = spawn_child(false, iterations, round, sink, cpus(false));
-        let with = spawn_child(true, iterations, round, sink, cpus(true));
-        pairs.push((wait_child(without), wait_child(with)));
+        let children: Vec<(Child, Child)> = cpus
+            .iter()
+            .map(|&cpu| {
+                (
+                    spawn_child(false, iterations, round, sink, cpu),
+                    spawn_child(true, iterations, round, sink, cpu),
+                )
+            })
+            .collect();
+        for (without, with) in children {
+            pairs.push((wait_child(without), wait_child(with)));
+        }
     }
 
     let of = |pick: &dyn Fn(&(Measured, Measured)) -> f64| median(pairs.iter().map(pick).collect());
@@ -348,25 +373,21 @@ fn main() {
 
     println!();
     println!(
-        "profiler overhead: {rounds} rounds of {iterations} iterations (single thread, about \
-         {round_secs} s), {frequency_hz} Hz, a window uploaded every {upload_interval} s, \
-         {cores} cores, both processes at once{}",
+        "profiler overhead: {} pairs of processes ({rounds} rounds of {} at once), {iterations} \
+         iterations each (single thread, about {round_secs} CPU s), {frequency_hz} Hz, a window \
+         uploaded every {upload_interval} s, {cores} cores, {}",
+        pairs.len(),
+        cpus.len(),
         if pinned {
-            ", each on its own CPU, swapped every round"
+            "the two processes of a pair pinned to one CPU"
         } else {
-            ""
+            "unpinned"
         }
     );
     println!();
-    println!("| median per round | without agent | with agent | overhead (mean of the rounds) |");
+    println!("| median per pair | without agent | with agent | overhead (mean of the pairs) |");
     println!("|---|---:|---:|---:|");
     println!("| CPU s of the workload | {cpu_without:.3} | {cpu_with:.3} | {total:+.2} % |");
-    println!(
-        "| wall s of the workload | {:.3} | {:.3} | {:+.2} % |",
-        of(&|(without, _)| without.wall),
-        of(&|(_, with)| with.wall),
-        overhead(|measured| measured.wall)
-    );
     println!(
         "| of which the agent's thread | | {:.3} | {agent_share:+.2} % |",
         of(&|(_, with)| with.agent_cpu)
@@ -396,5 +417,11 @@ fn main() {
             format!("{:.3}/{:.3} ({ratio:+.2} %)", without.cpu, with.cpu)
         })
         .collect();
-    println!("CPU s per round, without/with: {}", per_round.join(", "));
+    println!("CPU s per pair, without/with: {}", per_round.join(", "));
+    let cpu_ratios = ratios(|measured| measured.cpu);
+    println!(
+        "CPU overhead over the pairs: mean {total:+.2} % ± {:.2} % (standard error), median {:+.2} %",
+        standard_error(&cpu_ratios),
+        median(cpu_ratios)
+    );
 }
