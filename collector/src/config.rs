@@ -165,11 +165,15 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Memory one query engine may use for sorts, joins and aggregations.
     pub memory_limit_bytes: usize,
+    /// Memory for the Parquet footers and page indexes kept between queries, and as much
+    /// again for the file statistics planning uses: a query then opens no file it has
+    /// already opened (files never change once written).
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { timeout_secs: 30, max_rows: 100_000, memory_limit_bytes: 1 << 30 }
+        Self { timeout_secs: 30, max_rows: 100_000, memory_limit_bytes: 1 << 30, metadata_cache_bytes: 64 << 20 }
     }
 }
 

@@ -123,6 +123,9 @@ struct ServeArgs {
     /// query.memory_limit_bytes: memory for sorts, joins and aggregations [default: 1073741824].
     #[arg(long)]
     query_memory_limit_bytes: Option<usize>,
+    /// query.metadata_cache_bytes: memory for Parquet footers and page indexes kept between queries, and as much for file statistics [default: 67108864].
+    #[arg(long)]
+    query_metadata_cache_bytes: Option<usize>,
     /// span_metrics.enabled: derive RED metrics from ingested spans [default: true].
     #[arg(long)]
     span_metrics: Option<bool>,
@@ -196,6 +199,7 @@ impl ServeArgs {
         set(&mut config.query.timeout_secs, self.query_timeout_secs);
         set(&mut config.query.max_rows, self.query_max_rows);
         set(&mut config.query.memory_limit_bytes, self.query_memory_limit_bytes);
+        set(&mut config.query.metadata_cache_bytes, self.query_metadata_cache_bytes);
         set(&mut config.span_metrics.enabled, self.span_metrics);
         set(&mut config.span_metrics.interval_secs, self.span_metrics_interval_secs);
         set(&mut config.span_metrics.max_series, self.span_metrics_max_series);

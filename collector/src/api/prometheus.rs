@@ -14,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use promql_parser::parser::{self, Expr};
+use serde::Serialize;
+use serde::ser::{SerializeMap as _, Serializer};
 use serde_json::{Value as JsonValue, json};
 
 use super::ApiState;
@@ -103,9 +105,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn success(data: JsonValue) -> Response {
-    let envelope: serde_json::Map<String, JsonValue> = [("status".to_owned(), json!("success")), ("data".to_owned(), data)].into_iter().collect();
-    Json(envelope).into_response()
+fn success(data: impl Serialize) -> Response {
+    #[derive(Serialize)]
+    struct Success<T> {
+        status: &'static str,
+        data: T,
+    }
+    Json(Success { status: "success", data }).into_response()
 }
 
 fn now() -> Millis {
@@ -138,7 +144,7 @@ async fn query(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap,
             "vector",
             samples.iter().map(|s| json!({ "metric": labels_json(&s.labels), "value": [seconds(at), format_value(s.value)] })).collect(),
         ),
-        Value::Matrix(series) => ("matrix", matrix_json(&series)),
+        Value::Matrix(series) => ("matrix", json!(Matrix(&series))),
     };
     Ok(success(json!({ "resultType": result_type, "result": result })))
 }
@@ -160,7 +166,13 @@ async fn query_range(State(state): State<Arc<ApiState>>, uri: Uri, headers: Head
         return Err(ApiError::bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
     }
     let series = engine(&state, &params)?.range(&source(&state), query, start, end, step).await?;
-    Ok(success(json!({ "resultType": "matrix", "result": matrix_json(&series) })))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RangeResult<'a> {
+        result_type: &'static str,
+        result: Matrix<'a>,
+    }
+    Ok(success(RangeResult { result_type: "matrix", result: Matrix(&series) }))
 }
 
 /// The label sets of the series that any `match[]` selector selects in `[start, end]`.
@@ -186,7 +198,7 @@ async fn series(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     let found = matching_series(&state, &params, &matches).await?;
-    Ok(success(found.iter().map(labels_json).collect()))
+    Ok(success(found.iter().map(labels_json).collect::<Vec<_>>()))
 }
 
 async fn labels(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -276,11 +288,43 @@ fn labels_json(labels: &Labels) -> JsonValue {
     json!(labels.iter().collect::<BTreeMap<_, _>>())
 }
 
-fn matrix_json(series: &[promql::Series]) -> JsonValue {
-    series
-        .iter()
-        .map(|s| json!({ "metric": labels_json(&s.labels), "values": s.points.iter().map(|(t, v)| json!([seconds(*t), format_value(*v)])).collect::<Vec<_>>() }))
-        .collect()
+/// Series as Prometheus renders a matrix, serialized straight into the response: a range
+/// query's answer can hold millions of points, too many to build as a JSON tree first.
+struct Matrix<'a>(&'a [promql::Series]);
+
+impl Serialize for Matrix<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(MatrixSeries))
+    }
+}
+
+struct MatrixSeries<'a>(&'a promql::Series);
+
+impl Serialize for MatrixSeries<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut series = serializer.serialize_map(Some(2))?;
+        series.serialize_entry("metric", &MatrixLabels(&self.0.labels))?;
+        series.serialize_entry("values", &MatrixPoints(&self.0.points))?;
+        series.end()
+    }
+}
+
+/// Labels as an object; they are already sorted by name.
+struct MatrixLabels<'a>(&'a Labels);
+
+impl Serialize for MatrixLabels<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter())
+    }
+}
+
+/// `[[<seconds>, "<value>"], ...]`.
+struct MatrixPoints<'a>(&'a [(Millis, f64)]);
+
+impl Serialize for MatrixPoints<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(t, v)| (seconds(*t), format_value(*v))))
+    }
 }
 
 /// A Unix time in (fractional) seconds or an RFC 3339 time, in milliseconds, clamped to

@@ -92,6 +92,8 @@ impl SqlEngine {
         parquet.enable_page_index = true;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
+            .with_metadata_cache_limit(config.metadata_cache_bytes)
+            .with_file_statistics_cache_limit(config.metadata_cache_bytes)
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(session)

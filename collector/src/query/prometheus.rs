@@ -269,11 +269,12 @@ impl<'a> StoredMetrics<'a> {
             ),
         };
         let sql = format!(
-            "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}",
+            "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}{}",
             entry.table,
             metric_filter(entry),
             time_filter(selection.start, selection.end),
-            service_filter(selection)
+            service_filter(selection),
+            attribute_filter(selection)
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
         let mut series = SeriesSlots::new(&entry.name, selection);
@@ -585,6 +586,26 @@ fn service_filter(selection: &Selection<'_>) -> String {
     filter
 }
 
+/// Labels a row's attributes do not give: the name, those taken from the resource, and
+/// those a point adds.
+const LABELS_NOT_FROM_ATTRIBUTES: [&str; 6] = [METRIC_NAME, "service_name", "job", "instance", "le", "quantile"];
+
+/// The selection's other `label="value"` matchers (value not empty) as conditions on the
+/// attribute values: such a label is an attribute whose key translates to its name, so a
+/// row whose attributes do not hold the value cannot feed a selected series. A necessary
+/// condition, not a sufficient one; it spares reading and keying the rows of every other
+/// series, and the matchers are applied to every label set afterwards anyway.
+fn attribute_filter(selection: &Selection<'_>) -> String {
+    let mut filter = String::new();
+    let matchers = selection.matchers.iter().filter(|m| {
+        matches!(m.op, MatchOp::Equal) && !m.value.is_empty() && !LABELS_NOT_FROM_ATTRIBUTES.contains(&m.name.as_str())
+    });
+    for matcher in matchers {
+        let _ = write!(filter, " AND array_has(map_values(\"Attributes\"), '{}')", matcher.value.replace('\'', "''"));
+    }
+    filter
+}
+
 fn time_filter(start: Millis, end: Millis) -> String {
     let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
     format!("\"TimeUnix\" >= to_timestamp_nanos({start}) AND \"TimeUnix\" <= to_timestamp_nanos({end})")
@@ -637,6 +658,7 @@ fn storage_error(error: QueryError) -> promql::QueryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use promql_parser::label::Matcher;
 
     #[test]
     fn names_follow_the_otlp_translation() {
@@ -649,5 +671,19 @@ mod tests {
         assert_eq!(prometheus_name("latency_seconds", "s", MetricKind::Gauge), "latency_seconds");
         assert_eq!(label_name("http.route"), "http_route");
         assert_eq!(label_name("1st"), "key_1st");
+    }
+
+    #[test]
+    fn only_equality_matchers_on_attribute_labels_filter_attribute_values() {
+        let matchers = [
+            Matcher::new(MatchOp::Equal, "outcome", "it's"),
+            Matcher::new(MatchOp::Equal, "rpc_method", ""),
+            Matcher::new(MatchOp::NotEqual, "region", "eu"),
+            Matcher::new(MatchOp::Equal, "le", "0.5"),
+            Matcher::new(MatchOp::Equal, "service_name", "cart"),
+            Matcher::new(MatchOp::Equal, METRIC_NAME, "queue_depth"),
+        ];
+        let selection = Selection { matchers: &matchers, or_matchers: &[], start: 0, end: 1 };
+        assert_eq!(attribute_filter(&selection), " AND array_has(map_values(\"Attributes\"), 'it''s')");
     }
 }

@@ -63,7 +63,10 @@ impl TableProvider for StoreTable {
         plans.push(memtable.scan(state, projection, filters, limit).await?);
 
         if !snapshot.files.is_empty() {
-            let files = files_as_table(self.table, &snapshot.files, false)?;
+            // The session's statistics cache outlives this scan's table: a file's statistics
+            // are read once, not at every query.
+            let statistics = state.runtime_env().cache_manager.get_file_statistic_cache();
+            let files = files_as_table(self.table, &snapshot.files, false)?.with_cache(statistics);
             plans.push(files.scan(state, projection, filters, limit).await?);
         }
         UnionExec::try_new(plans)

@@ -22,6 +22,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -179,11 +180,23 @@ impl MetricHistory {
     }
 
     /// Sends the whole history to an OTLP/HTTP endpoint as protobuf, ten minutes of every
-    /// series per request, in time order; every request must be accepted.
+    /// series per request, in time order; every request must be accepted. A request refused
+    /// as retryable (429 or 503, the collector's memory limit while it flushes) is sent again
+    /// after its `Retry-After`, as OTLP exporters do, for up to a minute.
     pub(crate) fn export_to(&self, http_endpoint: &str) {
         for request in self.otlp_requests() {
-            let reply = post(http_endpoint, "/v1/metrics", Some("application/x-protobuf"), None, &request.encode_to_vec());
-            assert_eq!(reply.status, 200, "OTLP export refused: {}", String::from_utf8_lossy(&reply.body));
+            let body = request.encode_to_vec();
+            let give_up = Instant::now() + Duration::from_secs(60);
+            loop {
+                let reply = post(http_endpoint, "/v1/metrics", Some("application/x-protobuf"), None, &body);
+                let retryable = matches!(reply.status, 429 | 503) && Instant::now() < give_up;
+                if !retryable {
+                    assert_eq!(reply.status, 200, "OTLP export refused: {}", String::from_utf8_lossy(&reply.body));
+                    break;
+                }
+                let wait = reply.retry_after.as_deref().and_then(|secs| secs.parse().ok()).unwrap_or(1);
+                std::thread::sleep(Duration::from_secs(wait));
+            }
         }
     }
 
