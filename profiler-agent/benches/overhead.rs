@@ -353,13 +353,11 @@ fn main() {
     }
 
     let of = |pick: &dyn Fn(&(Measured, Measured)) -> f64| median(pairs.iter().map(pick).collect());
-    let ratios = |measure: fn(&Measured) -> f64| -> Vec<f64> {
-        pairs
-            .iter()
-            .map(|(without, with)| (measure(with) / measure(without) - 1.0) * 100.0)
-            .collect()
-    };
-    let overhead = |measure: fn(&Measured) -> f64| mean(&ratios(measure));
+    // Each pair's CPU overhead in percent.
+    let cpu_ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(without, with)| (with.cpu / without.cpu - 1.0) * 100.0)
+        .collect();
     let cpu_without = of(&|(without, _)| without.cpu);
     let cpu_with = of(&|(_, with)| with.cpu);
     let agent_share = mean(
@@ -368,7 +366,7 @@ fn main() {
             .map(|(without, with)| with.agent_cpu / without.cpu * 100.0)
             .collect::<Vec<_>>(),
     );
-    let total = overhead(|measured| measured.cpu);
+    let total = mean(&cpu_ratios);
     let sum = |pick: fn(&Measured) -> u64| pairs.iter().map(|(_, with)| pick(with)).sum::<u64>();
 
     println!();
@@ -412,13 +410,12 @@ fn main() {
     );
     let per_round: Vec<String> = pairs
         .iter()
-        .zip(ratios(|measured| measured.cpu))
+        .zip(&cpu_ratios)
         .map(|((without, with), ratio)| {
             format!("{:.3}/{:.3} ({ratio:+.2} %)", without.cpu, with.cpu)
         })
         .collect();
     println!("CPU s per pair, without/with: {}", per_round.join(", "));
-    let cpu_ratios = ratios(|measured| measured.cpu);
     println!(
         "CPU overhead over the pairs: mean {total:+.2} % ± {:.2} % (standard error), median {:+.2} %",
         standard_error(&cpu_ratios),
