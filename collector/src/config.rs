@@ -205,11 +205,14 @@ pub struct PromqlConfig {
     pub max_samples: usize,
     /// How far back an instant selector looks for the latest sample.
     pub lookback_delta_secs: u64,
+    /// Memory for stored series' labels kept between queries (an estimate); when full,
+    /// the cache starts over.
+    pub label_cache_bytes: usize,
 }
 
 impl Default for PromqlConfig {
     fn default() -> Self {
-        Self { timeout_secs: 120, max_samples: 50_000_000, lookback_delta_secs: 300 }
+        Self { timeout_secs: 120, max_samples: 50_000_000, lookback_delta_secs: 300, label_cache_bytes: 64 << 20 }
     }
 }
 

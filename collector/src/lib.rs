@@ -19,6 +19,7 @@
 pub mod alerting;
 pub mod api;
 pub mod config;
+mod content_hash;
 pub mod ingest;
 pub mod loadgen;
 pub mod profiles;

@@ -144,6 +144,9 @@ struct ServeArgs {
     /// promql.lookback_delta_secs: how far back an instant selector looks [default: 300].
     #[arg(long)]
     promql_lookback_delta_secs: Option<u64>,
+    /// promql.label_cache_bytes: memory for stored series' labels kept between queries [default: 67108864].
+    #[arg(long)]
+    promql_label_cache_bytes: Option<usize>,
     /// alerting.rules: rule files or globs, evaluated continuously; repeatable.
     #[arg(long = "rules")]
     rules: Vec<String>,
@@ -206,6 +209,7 @@ impl ServeArgs {
         set(&mut config.promql.timeout_secs, self.promql_timeout_secs);
         set(&mut config.promql.max_samples, self.promql_max_samples);
         set(&mut config.promql.lookback_delta_secs, self.promql_lookback_delta_secs);
+        set(&mut config.promql.label_cache_bytes, self.promql_label_cache_bytes);
         set(&mut config.profiles.max_profile_bytes, self.max_profile_bytes);
         set(&mut config.profiles.max_samples, self.max_profile_samples);
         set(&mut config.profiles.max_stack_depth, self.max_stack_depth);

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::ingest::{Export, Ingestor, otlp_grpc, otlp_http};
 use crate::profiles::{self, ingest::ProfileIngestor};
 use crate::query::SqlEngine;
+use crate::query::prometheus::SeriesLabels;
 use crate::spanmetrics::SpanMetrics;
 use crate::store::{Store, StoreError, StoreSettings};
 use crate::telemetry::SelfMetrics;
@@ -80,6 +81,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::new(ProfileIngestor::new(store.clone(), metrics.clone(), config.profiles.clone(), config.limits.clone()));
     let api_state = Arc::new(ApiState {
         engine,
+        series_labels: SeriesLabels::new(config.promql.label_cache_bytes),
         promql,
         store: store.clone(),
         metrics,

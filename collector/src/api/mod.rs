@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::query::prometheus::SeriesLabels;
 use crate::query::{QueryError, SqlEngine};
 use crate::store::Store;
 use crate::telemetry::SelfMetrics;
@@ -34,6 +35,8 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// What the API handlers share.
 pub struct ApiState {
     pub engine: SqlEngine,
+    /// Stored series' labels, kept between PromQL queries.
+    pub series_labels: SeriesLabels,
     /// PromQL limits; queries read the metrics through `engine`.
     pub promql: crate::promql::Engine,
     pub store: Arc<Store>,

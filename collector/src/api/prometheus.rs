@@ -129,7 +129,7 @@ fn engine(state: &ApiState, params: &Params) -> Result<promql::Engine, ApiError>
 }
 
 fn source(state: &ApiState) -> StoredMetrics<'_> {
-    StoredMetrics::new(&state.engine, state.promql.max_samples)
+    StoredMetrics::new(&state.engine, &state.series_labels, state.promql.max_samples)
 }
 
 async fn query(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {

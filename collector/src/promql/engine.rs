@@ -1,6 +1,6 @@
 //! Query entry points and the step-by-step evaluator.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,6 +8,7 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 use promql_parser::util::{walk_expr, ExprVisitor};
+use regex::Regex;
 
 use super::storage::{Selection, SeriesSource, StoredSeries};
 use super::{aggregate, binary, functions, is_stale_marker, ErrorKind, Labels, Millis, QueryError, Result, Sample, Series, Value, METRIC_NAME};
@@ -99,17 +100,20 @@ impl Engine {
             deadline: Instant::now() + self.timeout,
             fetched: HashMap::new(),
             fetched_samples: 0,
+            regexes: RefCell::default(),
         };
         let mut wanted = Vec::new();
         evaluator.plan(expr, start, end, &mut wanted);
-        for (selector, from, to) in wanted {
-            evaluator.check_deadline()?;
-            let matchers = selector_matchers(selector);
-            let selection = Selection { matchers: &matchers, or_matchers: &selector.matchers.or_matchers, start: from, end: to };
-            let series = tokio::time::timeout_at(evaluator.deadline.into(), source.select(selection)).await.map_err(|_| timed_out())??;
+        // The selectors are fetched concurrently: each read waits on storage in part.
+        let matchers: Vec<Vec<Matcher>> = wanted.iter().map(|(selector, _, _)| selector_matchers(selector)).collect();
+        let fetches = wanted.iter().zip(&matchers).map(|((selector, from, to), matchers)| {
+            source.select(Selection { matchers, or_matchers: &selector.matchers.or_matchers, start: *from, end: *to })
+        });
+        let fetched = tokio::time::timeout_at(evaluator.deadline.into(), futures::future::try_join_all(fetches)).await.map_err(|_| timed_out())??;
+        for ((selector, _, _), series) in wanted.iter().zip(fetched) {
             evaluator.fetched_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
             evaluator.check_samples(evaluator.fetched_samples)?;
-            evaluator.fetched.insert(selector as *const VectorSelector as usize, Fetched::new(series));
+            evaluator.fetched.insert(*selector as *const VectorSelector as usize, Fetched::new(series));
         }
         Ok(evaluator)
     }
@@ -284,6 +288,8 @@ pub(super) struct Evaluator {
     /// Samples per selector, keyed by the selector node's address in the query's tree.
     fetched: HashMap<usize, Fetched>,
     fetched_samples: usize,
+    /// Anchored patterns compiled so far: a call is evaluated at every step.
+    regexes: RefCell<HashMap<String, Regex>>,
 }
 
 /// A selector's series, with where in each series' samples the last evaluation looked.
@@ -379,6 +385,17 @@ impl Evaluator {
             Some(Offset::Pos(d)) => base.saturating_sub(millis(*d)),
             Some(Offset::Neg(d)) => base.saturating_add(millis(*d)),
         }
+    }
+
+    /// `pattern` matching whole strings, as PromQL's regular expressions do; compiled once
+    /// per query.
+    pub(super) fn anchored_regex(&self, pattern: &str) -> std::result::Result<Regex, regex::Error> {
+        if let Some(regex) = self.regexes.borrow().get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex = Regex::new(&format!("^(?s:{pattern})$"))?;
+        self.regexes.borrow_mut().insert(pattern.to_owned(), regex.clone());
+        Ok(regex)
     }
 
     pub(super) fn check_deadline(&self) -> Result<()> {

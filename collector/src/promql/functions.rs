@@ -64,7 +64,11 @@ pub(super) fn call(ev: &Evaluator, call: &Call, t: Millis) -> Result<Val> {
         }
         "label_replace" => {
             let samples = ev.eval_vector(args[0], t)?;
-            label_replace(samples, &string_arg(1)?, &string_arg(2)?, &string_arg(3)?, &string_arg(4)?)?
+            let pattern = string_arg(4)?;
+            let regex = ev
+                .anchored_regex(&pattern)
+                .map_err(|e| QueryError::execution(format!("invalid regular expression in label_replace(): {pattern}: {e}")))?;
+            label_replace(samples, &string_arg(1)?, &string_arg(2)?, &string_arg(3)?, &regex)?
         }
         "label_join" => {
             let samples = ev.eval_vector(args[0], t)?;
@@ -483,9 +487,7 @@ fn absent(is_absent: bool, arg: &Expr, t: Millis) -> Vec<Sample> {
     vec![Sample { labels, value: 1.0, timestamp: t }]
 }
 
-fn label_replace(samples: Vec<Sample>, destination: &str, replacement: &str, source: &str, regex: &str) -> Result<Vec<Sample>> {
-    let regex = Regex::new(&format!("^(?s:{regex})$"))
-        .map_err(|e| QueryError::execution(format!("invalid regular expression in label_replace(): {regex}: {e}")))?;
+fn label_replace(samples: Vec<Sample>, destination: &str, replacement: &str, source: &str, regex: &Regex) -> Result<Vec<Sample>> {
     if !super::labels::is_valid_label_name(destination) {
         return Err(QueryError::execution(format!("invalid destination label name in label_replace(): {destination}")));
     }

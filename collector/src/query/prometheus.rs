@@ -19,11 +19,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, MapArray};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt32Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use promql_parser::label::MatchOp;
+use promql_parser::label::{MatchOp, Matcher};
+use tokio::sync::OnceCell;
 
 use super::{QueryError, SqlEngine};
 use crate::schema::Table;
@@ -199,28 +201,38 @@ fn per_unit_word(unit: &str) -> Option<&'static str> {
 /// The stored metrics, read through [`SqlEngine`] (never from the store directly).
 pub struct StoredMetrics<'a> {
     sql: &'a SqlEngine,
+    labels: &'a SeriesLabels,
     /// Most rows one selector may read.
     max_rows: usize,
+    /// The metric catalog, with each metric's first and last point (nanoseconds), read at
+    /// most once: every selector of a query looks metrics up in it.
+    catalog: OnceCell<Vec<(CatalogEntry, i64, i64)>>,
 }
 
 impl<'a> StoredMetrics<'a> {
-    pub fn new(sql: &'a SqlEngine, max_rows: usize) -> Self {
-        Self { sql, max_rows }
+    pub fn new(sql: &'a SqlEngine, labels: &'a SeriesLabels, max_rows: usize) -> Self {
+        Self { sql, labels, max_rows, catalog: OnceCell::new() }
     }
 
     /// Every metric with a point in `[start, end]` (milliseconds), from the store's metric
     /// catalog (`meshlight_metrics`) rather than from the metric tables.
     pub async fn catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
         let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
+        let catalog = self.catalog.get_or_try_init(|| self.read_catalog()).await?;
+        Ok(catalog.iter().filter(|(_, first, last)| *last >= start && *first <= end).map(|(entry, _, _)| entry.clone()).collect())
+    }
+
+    async fn read_catalog(&self) -> promql::Result<Vec<(CatalogEntry, i64, i64)>> {
         let sql = format!(
-            "SELECT \"Table\", \"MetricName\", \"MetricUnit\", \"MetricDescription\", \"IsCounter\" FROM {METRIC_CATALOG_TABLE} \
-             WHERE \"LastTimeUnix\" >= to_timestamp_nanos({start}) AND \"FirstTimeUnix\" <= to_timestamp_nanos({end})"
+            "SELECT \"Table\", \"MetricName\", \"MetricUnit\", \"MetricDescription\", \"IsCounter\", \"FirstTimeUnix\", \"LastTimeUnix\" \
+             FROM {METRIC_CATALOG_TABLE}"
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
         let mut entries = Vec::new();
         for batch in &result.batches {
             let (tables, names, units, descriptions) = (strings(batch, 0), strings(batch, 1), strings(batch, 2), strings(batch, 3));
             let counters = batch.column(4).as_boolean();
+            let (firsts, lasts) = (batch.column(5).as_primitive::<TimestampNanosecondType>(), batch.column(6).as_primitive::<TimestampNanosecondType>());
             for row in 0..batch.num_rows() {
                 let Some(table) = Table::ALL.into_iter().find(|t| t.name() == tables.value(row)) else { continue };
                 let kind = match table {
@@ -230,20 +242,22 @@ impl<'a> StoredMetrics<'a> {
                     _ => MetricKind::Gauge,
                 };
                 let (otel_name, unit) = (names.value(row), units.value(row));
-                entries.push(CatalogEntry {
+                let entry = CatalogEntry {
                     table: table.name(),
                     otel_name: otel_name.to_owned(),
                     unit: unit.to_owned(),
                     description: if descriptions.is_null(row) { String::new() } else { descriptions.value(row).to_owned() },
                     kind,
                     name: prometheus_name(otel_name, unit, kind),
-                });
+                };
+                entries.push((entry, firsts.value(row), lasts.value(row)));
             }
         }
         Ok(entries)
     }
 
-    async fn read(&self, entry: &CatalogEntry, selection: &Selection<'_>, out: &mut SeriesMap) -> promql::Result<()> {
+    /// The selected series of one stored metric with their samples, in storage order.
+    async fn read(&self, entry: &CatalogEntry, selection: &Selection<'_>) -> promql::Result<Vec<(Labels, Vec<(Millis, f64)>)>> {
         let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
         let wants = |suffix: &str| names.iter().all(|m| m.is_match(&format!("{}{suffix}", entry.name)));
         // The per-point series: a histogram's buckets, a summary's quantiles.
@@ -268,42 +282,63 @@ impl<'a> StoredMetrics<'a> {
                 pick(want_points, "\"ValueAtQuantiles.Value\"")
             ),
         };
-        let sql = format!(
-            "SELECT \"ResourceAttributes\", \"Attributes\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}{}",
-            entry.table,
-            metric_filter(entry),
-            time_filter(selection.start, selection.end),
-            service_filter(selection),
-            attribute_filter(selection)
-        );
-        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+        let samples = |id_filter: String| {
+            let sql = format!(
+                "SELECT \"SeriesId\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}{id_filter}",
+                entry.table,
+                metric_filter(entry),
+                time_filter(selection.start, selection.end),
+                service_filter(selection),
+            );
+            async move { self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error) }
+        };
         let mut series = SeriesSlots::new(&entry.name, selection);
+        let result = if narrows_stored_series(selection) {
+            // Labels first, so that rows of series the selection cannot select are not
+            // read when they are few enough to list (otherwise they are skipped as they come).
+            let ids = self.series_ids(entry, selection).await?;
+            self.add_labels(entry, selection, &mut series, ids, &attribute_filter(selection)).await?;
+            let selectable = series.selectable_ids();
+            if selectable.is_empty() {
+                return Ok(Vec::new());
+            }
+            let id_filter = if selectable.len() <= MAX_LISTED_SERIES { id_condition(&selectable) } else { String::new() };
+            samples(id_filter).await?
+        } else {
+            // Every series may be selected: samples first, then the labels of the series
+            // they hold.
+            let result = samples(String::new()).await?;
+            let ids = result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten());
+            self.add_labels(entry, selection, &mut series, ids, "").await?;
+            result
+        };
         for batch in &result.batches {
-            let resources = batch.column(0).as_map();
-            let attributes = batch.column(1).as_map();
-            let times = batch.column(2).as_primitive::<TimestampNanosecondType>();
+            let ids = batch.column(0).as_primitive::<UInt64Type>();
+            let times = batch.column(1).as_primitive::<TimestampNanosecondType>();
             for row in 0..batch.num_rows() {
                 let at = times.value(row).div_euclid(1_000_000);
-                let mut row = series.row(resources, attributes, row, at);
+                // Rows without an id predate series ids; rows of a series the label read
+                // did not see arrived after it.
+                let Some(mut row) = ids.is_valid(row).then(|| series.row(ids.value(row), row, at)).flatten() else { continue };
                 match entry.kind {
                     MetricKind::Gauge | MetricKind::Counter if want_value => {
-                        let no_recorded_value = batch.column(4).as_primitive::<UInt32Type>().value(row.index) & NO_RECORDED_VALUE != 0;
-                        let value = if no_recorded_value { promql::STALE_NAN } else { batch.column(3).as_primitive::<Float64Type>().value(row.index) };
+                        let no_recorded_value = batch.column(3).as_primitive::<UInt32Type>().value(row.index) & NO_RECORDED_VALUE != 0;
+                        let value = if no_recorded_value { promql::STALE_NAN } else { batch.column(2).as_primitive::<Float64Type>().value(row.index) };
                         row.push("", None, value);
                     }
                     MetricKind::Gauge | MetricKind::Counter => {}
                     MetricKind::Histogram | MetricKind::Summary => {
-                        let count = batch.column(3).as_primitive::<UInt64Type>().value(row.index) as f64;
+                        let count = batch.column(2).as_primitive::<UInt64Type>().value(row.index) as f64;
                         if want_count {
                             row.push("_count", None, count);
                         }
                         if want_sum {
-                            row.push("_sum", None, batch.column(4).as_primitive::<Float64Type>().value(row.index));
+                            row.push("_sum", None, batch.column(3).as_primitive::<Float64Type>().value(row.index));
                         }
                         if !want_points {
                             continue;
                         }
-                        let (first, second) = (batch.column(5).as_list::<i32>().value(row.index), batch.column(6).as_list::<i32>().value(row.index));
+                        let (first, second) = (batch.column(4).as_list::<i32>().value(row.index), batch.column(5).as_list::<i32>().value(row.index));
                         if entry.kind == MetricKind::Histogram {
                             let (counts, bounds) = (first.as_primitive::<UInt64Type>(), second.as_primitive::<Float64Type>());
                             let mut cumulative = 0.0;
@@ -322,28 +357,174 @@ impl<'a> StoredMetrics<'a> {
                 }
             }
         }
-        for (labels, samples) in series.series {
-            out.entry(labels).or_default().extend(samples);
+        Ok(series.series)
+    }
+
+    /// Adds to `series` the labels of the stored series `ids`: from the label cache, else
+    /// read, listing the ids when they are few enough and otherwise reading the labels of
+    /// every series in the span that meets `unlisted`.
+    async fn add_labels(
+        &self,
+        entry: &CatalogEntry,
+        selection: &Selection<'_>,
+        series: &mut SeriesSlots<'_>,
+        ids: impl IntoIterator<Item = u64>,
+        unlisted: &str,
+    ) -> promql::Result<()> {
+        let mut missing = Vec::new();
+        for id in ids {
+            // Rows come in runs of one series: most ids repeat the one before.
+            if series.contains(id) || missing.last() == Some(&id) {
+                continue;
+            }
+            match self.labels.get(id) {
+                Some(labels) => series.add(id, labels),
+                None => missing.push(id),
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let condition = if missing.len() <= MAX_LISTED_SERIES { id_condition(&missing) } else { unlisted.to_owned() };
+        for (id, labels) in self.series_labels(entry, selection, &condition).await? {
+            series.add(id, labels);
         }
         Ok(())
     }
+
+    /// The ids of the stored series of `entry` that have a row in the selection's time span
+    /// (see [`Self::series_labels`]), without their labels.
+    async fn series_ids(&self, entry: &CatalogEntry, selection: &Selection<'_>) -> promql::Result<Vec<u64>> {
+        let sql = format!(
+            "SELECT DISTINCT \"SeriesId\" FROM {} WHERE {}",
+            entry.table,
+            series_start_filter(entry, selection)
+        );
+        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+        Ok(result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten().collect::<Vec<_>>()).collect())
+    }
+
+    /// The labels of the stored series of `entry` that have a row in the selection's time
+    /// span (and meet `condition`), read from the rows that start a series in each file
+    /// (`SeriesStart`) rather than from every row, and kept in the label cache.
+    ///
+    /// Series a marked row shows outside the span only cost a label set, as their rows are
+    /// never read.
+    async fn series_labels(&self, entry: &CatalogEntry, selection: &Selection<'_>, condition: &str) -> promql::Result<Vec<(u64, Arc<SeriesLabelSet>)>> {
+        let sql = format!(
+            "SELECT \"SeriesId\", \"ResourceAttributes\", \"Attributes\" FROM {} WHERE {}{condition}",
+            entry.table,
+            series_start_filter(entry, selection)
+        );
+        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+        let mut found: HashMap<u64, Arc<SeriesLabelSet>> = HashMap::new();
+        for batch in &result.batches {
+            let ids = batch.column(0).as_primitive::<UInt64Type>();
+            let (resources, attributes) = (batch.column(1).as_map(), batch.column(2).as_map());
+            for row in (0..batch.num_rows()).filter(|row| ids.is_valid(*row)) {
+                found.entry(ids.value(row)).or_insert_with(|| Arc::new(series_labels(resources, attributes, row)));
+            }
+        }
+        for (id, labels) in &found {
+            self.labels.insert(*id, labels.clone());
+        }
+        Ok(found.into_iter().collect())
+    }
 }
 
-/// The series the rows of one stored metric feed, each resolved once: rows of one stored
-/// series repeat the same resource and attributes, so a row costs one hash lookup of those,
-/// and its series' labels are built and matched against the selection on its first row only.
+/// The rows that start a series of `entry` with a row in the selection's time span, and
+/// some more. A file holds one hour and marks the earliest row of each of its series, so a
+/// series with a row in `[start, end]` has a marked row in `[start's hour, end]`; rows not
+/// yet in a file are all marked.
+fn series_start_filter(entry: &CatalogEntry, selection: &Selection<'_>) -> String {
+    let hour = selection.start.saturating_sub(selection.start.rem_euclid(MILLIS_PER_HOUR));
+    format!("{} AND \"SeriesStart\" AND {}{}", metric_filter(entry), time_filter(hour, selection.end), service_filter(selection))
+}
+
+/// `AND "SeriesId" IN (…)`.
+fn id_condition(ids: &[u64]) -> String {
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    format!(" AND \"SeriesId\" IN ({})", ids.join(", "))
+}
+
+/// A stored series' labels without the name.
+type SeriesLabelSet = BTreeMap<String, String>;
+
+/// The labels of stored series by `SeriesId`, shared by every query: a series' labels never
+/// change, so once read they need not be read again. It holds at most `max_bytes` (an
+/// estimate); when full, it starts over.
+pub struct SeriesLabels {
+    max_bytes: usize,
+    cached: Mutex<(HashMap<u64, Arc<SeriesLabelSet>>, usize)>,
+}
+
+impl SeriesLabels {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, cached: Mutex::new((HashMap::new(), 0)) }
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<SeriesLabelSet>> {
+        self.lock().0.get(&id).cloned()
+    }
+
+    fn insert(&self, id: u64, labels: Arc<SeriesLabelSet>) {
+        /// Bytes an entry and each of its labels cost beyond the strings.
+        const OVERHEAD: usize = 64;
+        let bytes = OVERHEAD + labels.iter().map(|(name, value)| name.len() + value.len() + OVERHEAD).sum::<usize>();
+        if bytes > self.max_bytes {
+            return;
+        }
+        let mut cached = self.lock();
+        if cached.1 + bytes > self.max_bytes {
+            *cached = (HashMap::new(), 0);
+        }
+        if cached.0.insert(id, labels).is_none() {
+            cached.1 += bytes;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<u64, Arc<SeriesLabelSet>>, usize)> {
+        // The map is consistent between statements, so a panic elsewhere leaves it usable.
+        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether matchers may leave out some stored series of a metric: a matcher on a label other
+/// than the name, a point's `le` or `quantile`, and `service_name` (which storage applies
+/// itself, [`service_filter`]).
+fn narrows_stored_series(selection: &Selection<'_>) -> bool {
+    let narrows = |m: &Matcher| !POINT_LABELS.contains(&m.name.as_str()) && m.name != "service_name";
+    selection.matchers.iter().chain(selection.or_matchers.iter().flatten()).any(narrows)
+}
+
+/// Most series ids a sample read lists in its condition.
+const MAX_LISTED_SERIES: usize = 4096;
+
+const MILLIS_PER_HOUR: Millis = 3_600_000;
+
+/// The series the rows of one stored metric feed, resolved once per stored series: its
+/// labels are built from its first marked row, and the series they make with each suffix
+/// (and `le` or `quantile`) are matched against the selection on the first sample only.
 struct SeriesSlots<'a> {
     name: &'a str,
     selection: &'a Selection<'a>,
-    /// Resource and attributes (as bytes) → index in `stored`.
-    stored_by_key: HashMap<Vec<u8>, usize>,
-    /// Per stored series, the series it feeds.
-    stored: Vec<Vec<Slot>>,
+    /// `SeriesId` → index in `stored`, or `None` when the selection selects none of the
+    /// series it feeds.
+    stored_by_id: HashMap<u64, Option<usize>>,
+    stored: Vec<StoredSlots>,
     series: Vec<(Labels, Vec<(Millis, f64)>)>,
-    key: Vec<u8>,
-    /// The previous row's key and stored series: files are sorted by series, so most rows
+    /// The previous row's id and stored series: rows are sorted by series, so most rows
     /// repeat the row before and skip the hash lookup.
-    previous: (Vec<u8>, Option<usize>),
+    previous: Option<(u64, Option<usize>)>,
+}
+
+/// One stored series: its labels without the name, and the series it feeds.
+struct StoredSlots {
+    id: u64,
+    labels: Arc<SeriesLabelSet>,
+    slots: Vec<Slot>,
 }
 
 /// A series a stored series feeds.
@@ -358,54 +539,59 @@ struct Slot {
 /// One row being read: [`RowSlots::push`] adds its samples.
 struct RowSlots<'s, 'a> {
     slots: &'s mut SeriesSlots<'a>,
-    resources: &'s MapArray,
-    attributes: &'s MapArray,
     index: usize,
     at: Millis,
     stored: usize,
 }
 
+/// Labels a data point adds to its series' own: the name, and a bucket's or quantile's bound.
+const POINT_LABELS: [&str; 3] = [METRIC_NAME, "le", "quantile"];
+
 impl<'a> SeriesSlots<'a> {
     fn new(name: &'a str, selection: &'a Selection<'a>) -> Self {
-        Self {
-            name,
-            selection,
-            stored_by_key: HashMap::new(),
-            stored: Vec::new(),
-            series: Vec::new(),
-            key: Vec::new(),
-            previous: (Vec::new(), None),
-        }
+        Self { name, selection, stored_by_id: HashMap::new(), stored: Vec::new(), series: Vec::new(), previous: None }
     }
 
-    fn row<'s>(&'s mut self, resources: &'s MapArray, attributes: &'s MapArray, index: usize, at: Millis) -> RowSlots<'s, 'a> {
-        self.key.clear();
-        for map in [resources, attributes] {
-            for (key, value) in map_entries(map, index) {
-                self.key.extend_from_slice(key.as_bytes());
-                self.key.push(0xFE);
-                self.key.extend_from_slice(value.as_bytes());
-                self.key.push(0xFF);
-            }
-            self.key.push(0xFD);
+    fn contains(&self, id: u64) -> bool {
+        self.stored_by_id.contains_key(&id)
+    }
+
+    /// Adds the stored series `id` with its labels, unless known.
+    fn add(&mut self, id: u64, labels: Arc<SeriesLabelSet>) {
+        if self.contains(id) {
+            return;
         }
+        // The matchers on labels the point does not add must all match already.
+        let all = |set: &[Matcher]| {
+            set.iter()
+                .filter(|m| !POINT_LABELS.contains(&m.name.as_str()))
+                .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
+        };
+        let selection = self.selection;
+        let selectable = all(selection.matchers) && (selection.or_matchers.is_empty() || selection.or_matchers.iter().any(|set| all(set)));
+        let stored = selectable.then(|| {
+            self.stored.push(StoredSlots { id, labels, slots: Vec::new() });
+            self.stored.len() - 1
+        });
+        self.stored_by_id.insert(id, stored);
+    }
+
+    /// The ids of the stored series that may feed a selected series.
+    fn selectable_ids(&self) -> Vec<u64> {
+        self.stored.iter().map(|stored| stored.id).collect()
+    }
+
+    /// The row `index` of stored series `id`, unless the selection cannot select its series.
+    fn row(&mut self, id: u64, index: usize, at: Millis) -> Option<RowSlots<'_, 'a>> {
         let stored = match self.previous {
-            (ref key, Some(stored)) if *key == self.key => stored,
+            Some((previous, stored)) if previous == id => stored,
             _ => {
-                let stored = match self.stored_by_key.get(self.key.as_slice()) {
-                    Some(stored) => *stored,
-                    None => {
-                        self.stored.push(Vec::new());
-                        self.stored_by_key.insert(self.key.clone(), self.stored.len() - 1);
-                        self.stored.len() - 1
-                    }
-                };
-                std::mem::swap(&mut self.previous.0, &mut self.key);
-                self.previous.1 = Some(stored);
+                let stored = self.stored_by_id.get(&id).copied().flatten();
+                self.previous = Some((id, stored));
                 stored
             }
-        };
-        RowSlots { slots: self, resources, attributes, index, at, stored }
+        }?;
+        Some(RowSlots { slots: self, index, at, stored })
     }
 }
 
@@ -414,11 +600,12 @@ impl RowSlots<'_, '_> {
     fn push(&mut self, suffix: &'static str, extra: Option<(&str, f64)>, value: f64) {
         let slots = &mut *self.slots;
         let bits = extra.map(|(_, extra)| extra.to_bits());
-        let known = slots.stored[self.stored].iter().find(|slot| slot.suffix == suffix && slot.extra == bits).map(|slot| slot.series);
+        let stored = &mut slots.stored[self.stored];
+        let known = stored.slots.iter().find(|slot| slot.suffix == suffix && slot.extra == bits).map(|slot| slot.series);
         let slot = match known {
             Some(slot) => slot,
             None => {
-                let mut labels = series_labels(self.resources, self.attributes, self.index);
+                let mut labels = SeriesLabelSet::clone(&stored.labels);
                 labels.insert(METRIC_NAME.to_owned(), format!("{}{suffix}", slots.name));
                 if let Some((name, extra)) = extra {
                     labels.insert(name.to_owned(), format_value(extra));
@@ -428,7 +615,7 @@ impl RowSlots<'_, '_> {
                     slots.series.push((labels, Vec::new()));
                     slots.series.len() - 1
                 });
-                slots.stored[self.stored].push(Slot { suffix, extra: bits, series: slot });
+                stored.slots.push(Slot { suffix, extra: bits, series: slot });
                 slot
             }
         };
@@ -544,10 +731,14 @@ impl StoredMetrics<'_> {
 impl SeriesSource for StoredMetrics<'_> {
     async fn select(&self, selection: Selection<'_>) -> promql::Result<Vec<StoredSeries>> {
         let names: Vec<_> = selection.matchers.iter().filter(|m| m.name == METRIC_NAME).collect();
+        let catalog = self.catalog(selection.start, selection.end).await?;
+        let entries = catalog.iter().filter(|entry| entry.series_names().iter().any(|name| names.iter().all(|m| m.is_match(name))));
+        // Metrics are read concurrently; two may hold the same series (a metric whose unit
+        // changed), whose samples merge.
         let mut series = SeriesMap::new();
-        for entry in self.catalog(selection.start, selection.end).await? {
-            if entry.series_names().iter().any(|name| names.iter().all(|m| m.is_match(name))) {
-                self.read(&entry, &selection, &mut series).await?;
+        for read in futures::future::try_join_all(entries.map(|entry| self.read(entry, &selection))).await? {
+            for (labels, samples) in read {
+                series.entry(labels).or_default().extend(samples);
             }
         }
         Ok(series
@@ -658,7 +849,6 @@ fn storage_error(error: QueryError) -> promql::QueryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use promql_parser::label::Matcher;
 
     #[test]
     fn names_follow_the_otlp_translation() {

@@ -15,6 +15,7 @@ use arrow::array::{
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use crate::content_hash::AttributeSetHash;
 use crate::ingest::wire::{AnyValue, InstrumentationScope, KeyValue, Resource, any_value};
 use crate::schema::RejectReason;
 
@@ -167,6 +168,15 @@ impl RenderedAttributes {
         Self { pairs }
     }
 
+    /// The hash of the pairs, as part of a metric series' id.
+    pub(crate) fn set_hash(&self) -> AttributeSetHash {
+        let mut hash = AttributeSetHash::default();
+        for (key, value) in &self.pairs {
+            hash.add(key, value);
+        }
+        hash
+    }
+
     /// The string value of `key`, if present.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
@@ -185,6 +195,8 @@ impl RenderedAttributes {
 pub(crate) struct Context {
     pub(crate) service_name: String,
     pub(crate) resource_attributes: RenderedAttributes,
+    /// The resource's part of a metric series' id.
+    pub(crate) resource_hash: AttributeSetHash,
     pub(crate) resource_schema_url: String,
     pub(crate) scope_name: String,
     pub(crate) scope_version: String,
@@ -206,6 +218,7 @@ impl Context {
         let service_name = resource_attributes.get("service.name").unwrap_or_default().to_owned();
         Self {
             service_name,
+            resource_hash: resource_attributes.set_hash(),
             resource_attributes,
             resource_schema_url: text(resource_schema_url).to_owned(),
             scope_name: scope.map_or("", |s| text(&s.name)).to_owned(),
@@ -223,15 +236,29 @@ pub(crate) fn append_attributes(
     attributes: &[KeyValue],
     scratch: &mut String,
 ) {
+    append_attributes_with(builder, attributes, scratch, |_, _| {});
+}
+
+/// [`append_attributes`], showing `each` every key and value as stored.
+pub(crate) fn append_attributes_with(
+    builder: &mut AttributesBuilder,
+    attributes: &[KeyValue],
+    scratch: &mut String,
+    mut each: impl FnMut(&str, &str),
+) {
     for kv in attributes {
-        builder.keys().append_value(text(&kv.key));
+        let key = text(&kv.key);
         // Strings, by far the most common values, go in without the scratch copy.
-        if let Some(any_value::Value::StringValue(value)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            builder.values().append_value(text(value));
+        let string = kv.value.as_ref().and_then(|v| v.value.as_ref());
+        let value = if let Some(any_value::Value::StringValue(value)) = string {
+            text(value)
         } else {
             any_value_to_string(kv.value.as_ref(), scratch);
-            builder.values().append_value(scratch.as_str());
-        }
+            scratch.as_str()
+        };
+        builder.keys().append_value(key);
+        builder.values().append_value(value);
+        each(key, value);
     }
     append_map_entry(builder);
 }

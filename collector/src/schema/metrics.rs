@@ -1,5 +1,11 @@
 //! OTLP metrics → `otel_metrics_{gauge,sum,histogram,exp_histogram,summary}`: one row per
 //! data point, with the metric's resource, scope and identity repeated on the row.
+//!
+//! Two columns beyond the exporter's schema let readers take a series' labels from one row
+//! instead of every row: `SeriesId`, a content hash of the metric's name and unit, the
+//! resource and the point's attributes (`content_hash::series_id`), and `SeriesStart`, true
+//! on at least the earliest row of each series in every stored file (the store sets it when
+//! it sorts a file; a converted batch is not sorted, so all its rows start).
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListBuilder, StringBuilder,
@@ -8,12 +14,13 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, append_attributes, append_hex, attributes_are_text,
-    attributes_builder, attributes_list_builder, check_resource_and_scope, end_list, is_text,
-    is_valid_optional_id, nanos, string_list_builder, text, timestamp_builder,
-    timestamp_list_builder,
+    AttributesBuilder, Context, append_attributes, append_attributes_with, append_hex,
+    attributes_are_text, attributes_builder, attributes_list_builder, check_resource_and_scope,
+    end_list, is_text, is_valid_optional_id, nanos, string_list_builder, text,
+    timestamp_builder, timestamp_list_builder,
 };
 use super::{Columns, RejectReason, Rejections, Table, batch, columns};
+use crate::content_hash::{AttributeSetHash, series_id};
 use crate::ingest::wire::{
     Exemplar, ExponentialHistogramDataPoint, ExportMetricsServiceRequest, HistogramDataPoint,
     KeyValue, Metric, NumberDataPoint, SummaryDataPoint, exemplar, metric, number_data_point,
@@ -37,6 +44,8 @@ columns! {
         start_time_unix: TimestampNanosecondBuilder = timestamp_builder() => "StartTimeUnix",
         time_unix: TimestampNanosecondBuilder = timestamp_builder() => "TimeUnix",
         flags: UInt32Builder = UInt32Builder::new() => "Flags",
+        series_id: UInt64Builder = UInt64Builder::new() => "SeriesId",
+        series_start: BooleanBuilder = BooleanBuilder::new() => "SeriesStart",
     }
 }
 
@@ -150,13 +159,19 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
         common.scope_dropped_attr_count.append_value(context.scope_dropped_attributes_count);
         common.scope_schema_url.append_value(&context.scope_schema_url);
         common.service_name.append_value(&context.service_name);
-        common.metric_name.append_value(text(&row.metric.name));
+        let (name, unit) = (text(&row.metric.name), text(&row.metric.unit));
+        common.metric_name.append_value(name);
         common.metric_description.append_value(text(&row.metric.description));
-        common.metric_unit.append_value(text(&row.metric.unit));
-        append_attributes(&mut common.attributes, row.attributes, scratch);
+        common.metric_unit.append_value(unit);
+        let mut attributes = AttributeSetHash::default();
+        append_attributes_with(&mut common.attributes, row.attributes, scratch, |key, value| {
+            attributes.add(key, value);
+        });
         common.start_time_unix.append_value(row.start);
         common.time_unix.append_value(row.time);
         common.flags.append_value(row.flags);
+        common.series_id.append_value(series_id(name, unit, context.resource_hash, attributes));
+        common.series_start.append_value(true);
         if EXEMPLARS {
             self.append_exemplars(row.exemplars, scratch);
         }

@@ -116,7 +116,7 @@ impl Table {
             | Table::MetricsSum
             | Table::MetricsHistogram
             | Table::MetricsExpHistogram
-            | Table::MetricsSummary => &["ServiceName", "MetricName", "Attributes", "TimeUnix"],
+            | Table::MetricsSummary => &["ServiceName", "MetricName", "SeriesId", "TimeUnix"],
         }
     }
 

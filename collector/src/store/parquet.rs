@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, AsArray, Int64Array};
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array};
 use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -57,6 +57,7 @@ pub(crate) fn write_partitions(
 ) -> Result<Vec<FileMeta>, StoreError> {
     let mut files = Vec::new();
     for (hour, batch) in split_by_hour_sorted(table, batches)? {
+        let batch = SeriesStarts::default().mark(batch)?;
         let dir = partition_dir(data_dir, table, hour);
         fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory"))?;
         let path = dir.join(format!("{}.parquet", new_id()));
@@ -101,6 +102,37 @@ fn split_by_hour_sorted(table: Table, batches: &[RecordBatch]) -> Result<Vec<(i6
         start += len;
     }
     Ok(parts)
+}
+
+/// Sets `SeriesStart` in the sorted rows of one metrics file: true on the first row of each
+/// run of one `SeriesId`, which is the earliest row of that series in the file (rows sort by
+/// series, then time). A row without an id (written before ids existed) starts its own run.
+/// Batches of other tables pass unchanged.
+#[derive(Default)]
+struct SeriesStarts {
+    /// The id of the file's previous row, carried from one batch to the next.
+    previous: Option<u64>,
+}
+
+impl SeriesStarts {
+    fn mark(&mut self, batch: RecordBatch) -> Result<RecordBatch, StoreError> {
+        let schema = batch.schema();
+        let (Ok(ids), Ok(starts)) = (schema.index_of("SeriesId"), schema.index_of("SeriesStart")) else {
+            return Ok(batch);
+        };
+        let ids = batch.column(ids).as_primitive::<UInt64Type>();
+        let marks: BooleanArray = (0..ids.len())
+            .map(|row| {
+                let id = ids.is_valid(row).then(|| ids.value(row));
+                let start = id.is_none() || id != self.previous;
+                self.previous = id;
+                Some(start)
+            })
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[starts] = Arc::new(marks);
+        RecordBatch::try_new(schema, columns).map_err(StoreError::arrow("mark series starts"))
+    }
 }
 
 fn column_nanos<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a arrow::array::PrimitiveArray<TimestampNanosecondType>> {
@@ -228,8 +260,9 @@ pub(crate) fn merge_sorted_files(
         // keeps the filter's false-positive rate at or below its target.
         let bloom_ndv = table.schema().field_with_name("TraceId").is_ok().then_some(config.row_group_rows as u64);
         let mut writer = FileWriter::create(&tmp, table, config, config.zstd_level, bloom_ndv)?;
+        let mut starts = SeriesStarts::default();
         while let Some(batch) = stream.next().await {
-            writer.write(&batch.map_err(query_error)?)?;
+            writer.write(&starts.mark(batch.map_err(query_error)?)?)?;
         }
         writer.finish()
     })?;
@@ -240,5 +273,37 @@ fn distinct_strings(array: &dyn Array) -> usize {
     match array.as_string_opt::<i32>() {
         Some(strings) => strings.iter().flatten().collect::<HashSet<_>>().len(),
         None => array.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{BooleanArray, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn series_batch(ids: &[Option<u64>]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("SeriesId", DataType::UInt64, true),
+            Field::new("SeriesStart", DataType::Boolean, false),
+        ]);
+        let columns: Vec<arrow::array::ArrayRef> =
+            vec![Arc::new(UInt64Array::from(ids.to_vec())), Arc::new(BooleanArray::from(vec![false; ids.len()]))];
+        RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")
+    }
+
+    fn starts(batch: &RecordBatch) -> Vec<bool> {
+        batch.column(1).as_boolean().iter().map(Option::unwrap).collect()
+    }
+
+    #[test]
+    fn a_series_starts_where_its_run_of_ids_starts_across_batches() {
+        let mut marks = SeriesStarts::default();
+        let first = marks.mark(series_batch(&[Some(7), Some(7), Some(9)])).expect("marked");
+        let second = marks.mark(series_batch(&[Some(9), Some(4), None, None, Some(4)])).expect("marked");
+        assert_eq!(starts(&first), [true, false, true]);
+        // The run of 9 goes on from the batch before; rows without an id each start.
+        assert_eq!(starts(&second), [false, true, true, true, true]);
     }
 }
