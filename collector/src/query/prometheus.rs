@@ -403,7 +403,7 @@ impl<'a> StoredMetrics<'a> {
             series_start_filter(entry, selection)
         );
         let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
-        Ok(result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten().collect::<Vec<_>>()).collect())
+        Ok(result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten()).collect())
     }
 
     /// The labels of the stored series of `entry` that have a row in the selection's time
