@@ -47,7 +47,7 @@ pub struct InProcessQuery {
 
 impl InProcessQuery {
     fn source(&self) -> StoredMetrics<'_> {
-        StoredMetrics::new(&self.state.engine, &self.state.series_labels, self.state.promql.max_samples)
+        StoredMetrics::new(&self.state.metric_rows, &self.state.series_labels, self.state.promql.max_samples)
     }
 }
 

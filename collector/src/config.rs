@@ -165,9 +165,10 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Memory one query engine may use for sorts, joins and aggregations.
     pub memory_limit_bytes: usize,
-    /// Memory for the Parquet footers and page indexes kept between queries, and as much
-    /// again for the file statistics planning uses: a query then opens no file it has
-    /// already opened (files never change once written).
+    /// Memory for the Parquet footers and page indexes kept between SQL queries, as much
+    /// again for the file statistics planning uses, and as much again for the footers
+    /// PromQL's reads keep: a query then opens no footer it has already read (files never
+    /// change once written).
     pub metadata_cache_bytes: usize,
 }
 
@@ -206,13 +207,22 @@ pub struct PromqlConfig {
     /// How far back an instant selector looks for the latest sample.
     pub lookback_delta_secs: u64,
     /// Memory for stored series' labels kept between queries (an estimate); when full,
-    /// the cache starts over.
+    /// the oldest are dropped first.
     pub label_cache_bytes: usize,
+    /// Memory for the decoded metric columns (ids, times, values) kept between queries;
+    /// when full, the oldest are dropped first. 0 keeps none.
+    pub column_cache_bytes: usize,
 }
 
 impl Default for PromqlConfig {
     fn default() -> Self {
-        Self { timeout_secs: 120, max_samples: 50_000_000, lookback_delta_secs: 300, label_cache_bytes: 64 << 20 }
+        Self {
+            timeout_secs: 120,
+            max_samples: 50_000_000,
+            lookback_delta_secs: 300,
+            label_cache_bytes: 64 << 20,
+            column_cache_bytes: 256 << 20,
+        }
     }
 }
 

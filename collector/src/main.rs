@@ -123,7 +123,7 @@ struct ServeArgs {
     /// query.memory_limit_bytes: memory for sorts, joins and aggregations [default: 1073741824].
     #[arg(long)]
     query_memory_limit_bytes: Option<usize>,
-    /// query.metadata_cache_bytes: memory for Parquet footers and page indexes kept between queries, and as much for file statistics [default: 67108864].
+    /// query.metadata_cache_bytes: memory for Parquet footers and page indexes kept between SQL queries, as much for file statistics, and as much for PromQL's footers [default: 67108864].
     #[arg(long)]
     query_metadata_cache_bytes: Option<usize>,
     /// span_metrics.enabled: derive RED metrics from ingested spans [default: true].
@@ -147,6 +147,9 @@ struct ServeArgs {
     /// promql.label_cache_bytes: memory for stored series' labels kept between queries [default: 67108864].
     #[arg(long)]
     promql_label_cache_bytes: Option<usize>,
+    /// promql.column_cache_bytes: memory for decoded metric columns kept between queries [default: 268435456].
+    #[arg(long)]
+    promql_column_cache_bytes: Option<usize>,
     /// alerting.rules: rule files or globs, evaluated continuously; repeatable.
     #[arg(long = "rules")]
     rules: Vec<String>,
@@ -210,6 +213,7 @@ impl ServeArgs {
         set(&mut config.promql.max_samples, self.promql_max_samples);
         set(&mut config.promql.lookback_delta_secs, self.promql_lookback_delta_secs);
         set(&mut config.promql.label_cache_bytes, self.promql_label_cache_bytes);
+        set(&mut config.promql.column_cache_bytes, self.promql_column_cache_bytes);
         set(&mut config.profiles.max_profile_bytes, self.max_profile_bytes);
         set(&mut config.profiles.max_samples, self.max_profile_samples);
         set(&mut config.profiles.max_stack_depth, self.max_stack_depth);

@@ -21,7 +21,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::ingest::{Export, Ingestor, otlp_grpc, otlp_http};
 use crate::profiles::{self, ingest::ProfileIngestor};
-use crate::query::SqlEngine;
+use crate::query::{MetricRows, SqlEngine};
 use crate::query::prometheus::SeriesLabels;
 use crate::spanmetrics::SpanMetrics;
 use crate::store::{Store, StoreError, StoreSettings};
@@ -81,6 +81,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::new(ProfileIngestor::new(store.clone(), metrics.clone(), config.profiles.clone(), config.limits.clone()));
     let api_state = Arc::new(ApiState {
         engine,
+        metric_rows: MetricRows::new(store.clone(), config.query.metadata_cache_bytes, config.promql.column_cache_bytes),
         series_labels: SeriesLabels::new(config.promql.label_cache_bytes),
         promql,
         store: store.clone(),

@@ -106,7 +106,10 @@ fn main() {
         println!("{:>9.1}ms {:>9.1}ms {ratio:>7.2} {same:>6}  {query}", millis(ours), millis(theirs));
     }
     ratios.sort_by(f64::total_cmp);
-    println!("median ratio over {} queries: {:.2} (target <= 1.0)", ratios.len(), ratios[ratios.len() / 2]);
+    match ratios.get(ratios.len() / 2) {
+        Some(median) => println!("median ratio over {} queries: {median:.2} (target <= 1.0)", ratios.len()),
+        None => println!("no query of the corpus contains {only:?}"),
+    }
 }
 
 fn setting(name: &str, default: usize) -> usize {

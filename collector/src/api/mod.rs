@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::query::prometheus::SeriesLabels;
-use crate::query::{QueryError, SqlEngine};
+use crate::query::{MetricRows, QueryError, SqlEngine};
 use crate::store::Store;
 use crate::telemetry::SelfMetrics;
 
@@ -35,9 +35,11 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// What the API handlers share.
 pub struct ApiState {
     pub engine: SqlEngine,
+    /// PromQL's reads of the metric tables, which keep the Parquet footers they opened.
+    pub metric_rows: MetricRows,
     /// Stored series' labels, kept between PromQL queries.
     pub series_labels: SeriesLabels,
-    /// PromQL limits; queries read the metrics through `engine`.
+    /// PromQL limits; queries read the metrics through `metric_rows`.
     pub promql: crate::promql::Engine,
     pub store: Arc<Store>,
     pub metrics: Arc<SelfMetrics>,

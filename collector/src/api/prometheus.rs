@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use promql_parser::parser::{self, Expr};
 use serde::Serialize;
-use serde::ser::{SerializeMap as _, Serializer};
+use serde::ser::{SerializeMap as _, SerializeSeq as _, Serializer};
 use serde_json::{Value as JsonValue, json};
 
 use super::ApiState;
-use crate::promql::{self, format_value, ErrorKind, Labels, Millis, Selection, SeriesSource, Value};
+use crate::promql::{self, format_value, write_value, ErrorKind, Labels, Millis, Selection, SeriesSource, Value};
 use crate::query::prometheus::StoredMetrics;
 
 /// Most points per series a range query may return, as in Prometheus.
@@ -129,7 +129,7 @@ fn engine(state: &ApiState, params: &Params) -> Result<promql::Engine, ApiError>
 }
 
 fn source(state: &ApiState) -> StoredMetrics<'_> {
-    StoredMetrics::new(&state.engine, &state.series_labels, state.promql.max_samples)
+    StoredMetrics::new(&state.metric_rows, &state.series_labels, state.promql.max_samples)
 }
 
 async fn query(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -323,7 +323,14 @@ struct MatrixPoints<'a>(&'a [(Millis, f64)]);
 
 impl Serialize for MatrixPoints<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|(t, v)| (seconds(*t), format_value(*v))))
+        let mut points = serializer.serialize_seq(Some(self.0.len()))?;
+        let mut text = String::new();
+        for (t, v) in self.0 {
+            text.clear();
+            write_value(&mut text, *v);
+            points.serialize_element(&(seconds(*t), text.as_str()))?;
+        }
+        points.end()
     }
 }
 

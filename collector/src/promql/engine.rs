@@ -1,12 +1,13 @@
 //! Query entry points and the step-by-step evaluator.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::value::ValueType;
-use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use promql_parser::parser::{self, AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
 use promql_parser::util::{walk_expr, ExprVisitor};
 use regex::Regex;
 
@@ -101,7 +102,13 @@ impl Engine {
             fetched: HashMap::new(),
             fetched_samples: 0,
             regexes: RefCell::default(),
+            step_invariant: HashSet::new(),
+            invariant_values: RefCell::default(),
+            subquery_values: RefCell::default(),
         };
+        if mark_step_invariant(expr, &mut evaluator.step_invariant) {
+            evaluator.step_invariant.insert(expr_key(expr));
+        }
         let mut wanted = Vec::new();
         evaluator.plan(expr, start, end, &mut wanted);
         // The selectors are fetched concurrently: each read waits on storage in part.
@@ -235,6 +242,22 @@ pub(super) struct RangeVector {
     pub range: Millis,
 }
 
+/// The window `(end - range, end]` of a range vector.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub end: Millis,
+    pub range: Millis,
+}
+
+/// A series' labels and its points in a window.
+pub(super) type SeriesWindow<'e> = (&'e Labels, Cow<'e, [(Millis, f64)]>);
+
+impl RangeVector {
+    pub(super) fn window(&self) -> Window {
+        Window { end: self.end, range: self.range }
+    }
+}
+
 /// Collects samples into series by label set, keeping first-seen order.
 #[derive(Default)]
 struct SeriesBuilder {
@@ -290,6 +313,59 @@ pub(super) struct Evaluator {
     fetched_samples: usize,
     /// Anchored patterns compiled so far: a call is evaluated at every step.
     regexes: RefCell<HashMap<String, Regex>>,
+    /// The largest subexpressions whose value is the same at every step (by address, see
+    /// [`mark_step_invariant`]), and their values once evaluated.
+    step_invariant: HashSet<usize>,
+    invariant_values: RefCell<HashMap<usize, Val>>,
+    /// Values of subqueries' inner expressions by expression and time. A subquery evaluates
+    /// at multiples of its step, so consecutive steps' windows share most of their times.
+    subquery_values: RefCell<HashMap<usize, BTreeMap<Millis, Val>>>,
+}
+
+/// Functions whose value changes with the evaluation time even when their arguments do
+/// not (Prometheus's `AtModifierUnsafeFunctions`).
+const TIME_DEPENDENT_FUNCTIONS: [&str; 11] =
+    ["days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour", "minute", "month", "year", "predict_linear", "time", "timestamp"];
+
+/// An expression node's key: its address in the query's tree.
+fn expr_key(expr: &Expr) -> usize {
+    expr as *const Expr as usize
+}
+
+/// Whether `expr` has the same value at every step, as Prometheus decides before wrapping
+/// such subtrees in a step-invariant node: its selectors and subqueries are all pinned with
+/// `@` and it calls no function of the evaluation time. Marks in `marked` the largest such
+/// subexpressions below `expr` when `expr` itself is not one, literals aside.
+fn mark_step_invariant(expr: &Expr, marked: &mut HashSet<usize>) -> bool {
+    let (pinned, children): (bool, Vec<&Expr>) = match expr {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => return true,
+        Expr::Extension(_) => return false,
+        Expr::VectorSelector(vs) => (vs.at.is_some(), Vec::new()),
+        Expr::MatrixSelector(ms) => (ms.vs.at.is_some(), Vec::new()),
+        Expr::Subquery(sq) => {
+            // A pinned subquery is invariant whatever its inner expression is; an inner
+            // invariant expression is evaluated once for all the subquery's steps.
+            if mark_step_invariant(&sq.expr, marked) {
+                marked.insert(expr_key(&sq.expr));
+            }
+            return sq.at.is_some();
+        }
+        Expr::Paren(paren) => (true, vec![&paren.expr]),
+        Expr::Unary(unary) => (true, vec![&unary.expr]),
+        Expr::Binary(binary) => (true, vec![&binary.lhs, &binary.rhs]),
+        Expr::Aggregate(agg) => (true, std::iter::once(&agg.expr).chain(&agg.param).map(|e| &**e).collect()),
+        Expr::Call(call) => (!TIME_DEPENDENT_FUNCTIONS.contains(&call.func.name), call.args.args.iter().map(|e| &**e).collect()),
+    };
+    let invariant: Vec<bool> = children.iter().map(|child| mark_step_invariant(child, marked)).collect();
+    if pinned && invariant.iter().all(|invariant| *invariant) {
+        return true;
+    }
+    for (child, invariant) in children.into_iter().zip(invariant) {
+        if invariant && !matches!(child, Expr::NumberLiteral(_) | Expr::StringLiteral(_)) {
+            marked.insert(expr_key(child));
+        }
+    }
+    false
 }
 
 /// A selector's series, with where in each series' samples the last evaluation looked.
@@ -428,6 +504,19 @@ impl Evaluator {
     }
 
     pub(super) fn eval(&self, expr: &Expr, t: Millis) -> Result<Val> {
+        let key = expr_key(expr);
+        if self.step_invariant.is_empty() || !self.step_invariant.contains(&key) {
+            return self.eval_at(expr, t);
+        }
+        if let Some(value) = self.invariant_values.borrow().get(&key) {
+            return Ok(value.clone());
+        }
+        let value = self.eval_at(expr, t)?;
+        self.invariant_values.borrow_mut().insert(key, value.clone());
+        Ok(value)
+    }
+
+    fn eval_at(&self, expr: &Expr, t: Millis) -> Result<Val> {
         Ok(match expr {
             Expr::NumberLiteral(number) => Val::Scalar(number.val),
             Expr::StringLiteral(string) => Val::String(string.val.clone()),
@@ -504,23 +593,37 @@ impl Evaluator {
 
     /// Each series' samples in `(end - range, end]`, staleness markers left out.
     fn range_selector(&self, vs: &VectorSelector, end: Millis, range: Millis) -> RangeVector {
-        let series = self
-            .fetched(vs)
-            .into_iter()
-            .flat_map(Fetched::iter)
-            .filter_map(|(series, [first, last])| {
-                let from = samples_until(&series.samples, first, end.saturating_sub(range));
-                let to = samples_until(&series.samples, last, end);
-                let window = &series.samples[from..to];
-                let points = if window.iter().any(|(_, v)| is_stale_marker(*v)) {
-                    window.iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect()
-                } else {
-                    window.to_vec()
-                };
-                (!points.is_empty()).then(|| Series { labels: series.labels.clone(), points })
-            })
-            .collect();
+        let window = Window { end, range };
+        let series = self.windows(vs, window).map(|(labels, points)| Series { labels: labels.clone(), points: points.into_owned() }).collect();
         RangeVector { series, end, range }
+    }
+
+    /// A range selector's window at `t`, and each series' samples in it (staleness markers
+    /// left out) borrowed from the fetched samples where they can be: a function of each
+    /// window needs no range vector built.
+    pub(super) fn selector_windows<'e>(
+        &'e self,
+        ms: &MatrixSelector,
+        t: Millis,
+    ) -> (Window, impl Iterator<Item = SeriesWindow<'e>> + 'e) {
+        let window = Window { end: self.effective_time(&ms.vs.at, &ms.vs.offset, t), range: millis(ms.range) };
+        (window, self.windows(&ms.vs, window))
+    }
+
+    /// Each fetched series of `vs` with its samples in `window` that are not staleness
+    /// markers, if any.
+    fn windows<'e>(&'e self, vs: &VectorSelector, window: Window) -> impl Iterator<Item = SeriesWindow<'e>> + 'e {
+        self.fetched(vs).into_iter().flat_map(Fetched::iter).filter_map(move |(series, [first, last])| {
+            let from = samples_until(&series.samples, first, window.end.saturating_sub(window.range));
+            let to = samples_until(&series.samples, last, window.end);
+            let samples = &series.samples[from..to];
+            let points: Cow<'e, [(Millis, f64)]> = if samples.iter().any(|(_, v)| is_stale_marker(*v)) {
+                samples.iter().copied().filter(|(_, v)| !is_stale_marker(*v)).collect::<Vec<_>>().into()
+            } else {
+                samples.into()
+            };
+            (!points.is_empty()).then_some((&series.labels, points))
+        })
     }
 
     /// The inner expression evaluated at every multiple of the step in `(end - range, end]`.
@@ -531,13 +634,27 @@ impl Evaluator {
         let first = end.saturating_sub(range).div_euclid(step).saturating_mul(step).saturating_add(step);
         let mut series = SeriesBuilder::default();
         let mut samples_held = self.fetched_samples;
+        let key = expr_key(&sq.expr);
         let mut at = first;
         while at <= end {
             self.check_deadline()?;
-            samples_held += series.push_step(at, self.eval(&sq.expr, at)?)?;
+            let known = self.subquery_values.borrow().get(&key).and_then(|values| values.get(&at).cloned());
+            let value = match known {
+                Some(value) => value,
+                None => {
+                    let value = self.eval(&sq.expr, at)?;
+                    self.subquery_values.borrow_mut().entry(key).or_default().insert(at, value.clone());
+                    value
+                }
+            };
+            samples_held += series.push_step(at, value)?;
             self.check_samples(samples_held)?;
             let Some(next) = at.checked_add(step) else { break };
             at = next;
+        }
+        // Steps move forward: the next window starts no earlier than this one.
+        if let Some(values) = self.subquery_values.borrow_mut().get_mut(&key) {
+            *values = values.split_off(&first);
         }
         Ok(RangeVector { series: series.finish(), end, range })
     }
@@ -571,5 +688,20 @@ mod tests {
         assert_eq!(decode_byte_escapes(r#"x{a="\x41\n"}"#).expect("no high bytes"), r#"x{a="\x41\n"}"#);
         assert_eq!(decode_byte_escapes(r#"x{a=`\xff`}"#).expect("raw strings have no escapes"), r#"x{a=`\xff`}"#);
         assert_eq!(decode_byte_escapes(r#"label_replace(x, "\xff", "", "a", "")"#).expect_err("not UTF-8").kind, ErrorKind::BadData);
+    }
+
+    #[test]
+    fn the_largest_pinned_subexpressions_are_step_invariant() {
+        let marked = |query: &str| {
+            let expr = parse(query).expect("valid query");
+            let mut marked = HashSet::new();
+            (mark_step_invariant(&expr, &mut marked), marked.len())
+        };
+        assert_eq!(marked("sum(rate(x[5m] @ 100))"), (true, 0));
+        assert_eq!(marked("sum(rate(x[5m] @ 100)) / sum(rate(x[5m]))"), (false, 1));
+        assert_eq!(marked("x @ 100 + time()"), (false, 1));
+        assert_eq!(marked("timestamp(x @ 100)"), (false, 1));
+        assert_eq!(marked("max_over_time(rate(x[1m] @ 100)[10m:1m])"), (false, 1));
+        assert_eq!(marked("x offset 5m + 1"), (false, 0));
     }
 }

@@ -6,7 +6,7 @@ use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
 use super::aggregate::mean;
-use super::engine::{ensure_unique_labels, Evaluator, RangeVector, Val};
+use super::engine::{ensure_unique_labels, Evaluator, RangeVector, Val, Window};
 use super::{Labels, Millis, QueryError, Result, Sample, Series, METRIC_NAME};
 
 pub(super) fn call(ev: &Evaluator, call: &Call, t: Millis) -> Result<Val> {
@@ -131,7 +131,17 @@ pub(super) fn call(ev: &Evaluator, call: &Call, t: Millis) -> Result<Val> {
             if let Some(f) = math_function(name) {
                 map_values(ev.eval_vector(args[0], t)?, f)
             } else if let Some((keeps_name, f)) = range_function(name) {
-                over_range(&ev.eval_range(args[0], t)?, !keeps_name, f)
+                if let Expr::MatrixSelector(ms) = args[0] {
+                    let (window, series) = ev.selector_windows(ms, t);
+                    let out = over_windows(series, window, !keeps_name, f);
+                    if ms.vs.name.is_some() {
+                        // The series of one name stay distinct without it.
+                        return Ok(Val::Vector(out));
+                    }
+                    out
+                } else {
+                    over_range(&ev.eval_range(args[0], t)?, !keeps_name, f)
+                }
             } else {
                 return Err(QueryError::execution(format!("function {name:?} is not supported (native histograms are not)")));
             }
@@ -191,7 +201,7 @@ fn math_function(name: &str) -> Option<fn(f64) -> f64> {
 
 /// A function of one range vector: whether it keeps the metric name, and the value it
 /// computes from a series' points and the window (`None` for no result).
-type RangeFunction = fn(&[(Millis, f64)], &RangeVector) -> Option<f64>;
+type RangeFunction = fn(&[(Millis, f64)], Window) -> Option<f64>;
 
 fn range_function(name: &str) -> Option<(bool, RangeFunction)> {
     Some(match name {
@@ -236,14 +246,22 @@ fn values(points: &[(Millis, f64)]) -> Vec<f64> {
 }
 
 /// Applies a range function to each series with at least one point.
-fn over_range(range: &RangeVector, drop_name: bool, f: impl Fn(&[(Millis, f64)], &RangeVector) -> Option<f64>) -> Vec<Sample> {
-    range
-        .series
-        .iter()
-        .filter_map(|Series { labels, points }| {
-            let value = f(points, range)?;
+fn over_range(range: &RangeVector, drop_name: bool, f: impl Fn(&[(Millis, f64)], Window) -> Option<f64>) -> Vec<Sample> {
+    over_windows(range.series.iter().map(|Series { labels, points }| (labels, points.as_slice())), range.window(), drop_name, f)
+}
+
+/// `f` of each series' points in `window`.
+fn over_windows<'p, P: AsRef<[(Millis, f64)]>>(
+    series: impl Iterator<Item = (&'p Labels, P)>,
+    window: Window,
+    drop_name: bool,
+    f: impl Fn(&[(Millis, f64)], Window) -> Option<f64>,
+) -> Vec<Sample> {
+    series
+        .filter_map(|(labels, points)| {
+            let value = f(points.as_ref(), window)?;
             let labels = if drop_name { labels.without_metric_name() } else { labels.clone() };
-            Some(Sample { labels, value, timestamp: range.end })
+            Some(Sample { labels, value, timestamp: window.end })
         })
         .collect()
 }
@@ -261,7 +279,7 @@ fn extreme_time(points: &[(Millis, f64)], better: fn(f64, f64) -> bool) -> Optio
 
 /// `rate`, `increase` and `delta`: the change over the window, corrected for counter resets
 /// and extrapolated towards the window's edges as Prometheus does.
-fn extrapolated_rate(points: &[(Millis, f64)], range: &RangeVector, is_counter: bool, is_rate: bool) -> Option<f64> {
+fn extrapolated_rate(points: &[(Millis, f64)], range: Window, is_counter: bool, is_rate: bool) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }

@@ -1,6 +1,8 @@
 //! SQL over the store with DataFusion: every table is memtable + Parquet as one table.
 
+mod cache;
 mod json;
+mod metric_rows;
 pub mod prometheus;
 mod table;
 
@@ -18,6 +20,7 @@ use futures::StreamExt as _;
 use crate::config::QueryConfig;
 use crate::schema::Table;
 use crate::store::{METRIC_CATALOG_TABLE, Store};
+pub use metric_rows::MetricRows;
 use table::{MetricCatalogTable, StoreTable};
 
 /// Why a query produced no result.
@@ -44,6 +47,13 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::NotImplemented(..) => QueryError::BadQuery(error.to_string()),
             _ => QueryError::Execution(error.to_string()),
         }
+    }
+}
+
+/// A read that failed in Arrow (outside DataFusion).
+impl From<arrow::error::ArrowError> for QueryError {
+    fn from(error: arrow::error::ArrowError) -> Self {
+        QueryError::Execution(error.to_string())
     }
 }
 

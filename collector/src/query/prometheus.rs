@@ -1,5 +1,5 @@
-//! Stored OpenTelemetry metrics as Prometheus series, read through SQL, for the PromQL
-//! engine.
+//! Stored OpenTelemetry metrics as Prometheus series, read straight from the store, for
+//! the PromQL engine.
 //!
 //! The translation is the one of Prometheus's OTLP receiver and the OpenTelemetry
 //! Collector's Prometheus exporters:
@@ -17,19 +17,20 @@
 //! - a gauge or sum point flagged "no recorded value" is a staleness marker: the series
 //!   ended there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, MapArray};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt32Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::label::Matcher;
 use tokio::sync::OnceCell;
 
-use super::{QueryError, SqlEngine};
+use super::QueryError;
+use super::cache::BoundedCache;
+use super::metric_rows::{MetricRows, RowCondition};
 use crate::schema::Table;
-use crate::store::METRIC_CATALOG_TABLE;
 use crate::promql::{self, format_value, Labels, METRIC_NAME, Millis, Selection, SeriesSource, StoredSeries};
 
 /// OTLP's `DataPointFlags.NO_RECORDED_VALUE`: the series ended, which PromQL reads as a
@@ -61,7 +62,7 @@ impl MetricKind {
 /// One stored metric and its Prometheus name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
-    pub table: &'static str,
+    pub table: Table,
     pub otel_name: String,
     pub unit: String,
     pub description: String,
@@ -198,11 +199,11 @@ fn per_unit_word(unit: &str) -> Option<&'static str> {
     })
 }
 
-/// The stored metrics, read through [`SqlEngine`] (never from the store directly).
+/// The stored metrics, read straight from the store ([`MetricRows`]).
 pub struct StoredMetrics<'a> {
-    sql: &'a SqlEngine,
+    rows: &'a MetricRows,
     labels: &'a SeriesLabels,
-    /// Most rows one selector may read.
+    /// Most rows one read may return.
     max_rows: usize,
     /// The metric catalog, with each metric's first and last point (nanoseconds), read at
     /// most once: every selector of a query looks metrics up in it.
@@ -210,50 +211,51 @@ pub struct StoredMetrics<'a> {
 }
 
 impl<'a> StoredMetrics<'a> {
-    pub fn new(sql: &'a SqlEngine, labels: &'a SeriesLabels, max_rows: usize) -> Self {
-        Self { sql, labels, max_rows, catalog: OnceCell::new() }
+    pub fn new(rows: &'a MetricRows, labels: &'a SeriesLabels, max_rows: usize) -> Self {
+        Self { rows, labels, max_rows, catalog: OnceCell::new() }
     }
 
     /// Every metric with a point in `[start, end]` (milliseconds), from the store's metric
-    /// catalog (`meshlight_metrics`) rather than from the metric tables.
+    /// catalog rather than from the metric tables.
     pub async fn catalog(&self, start: Millis, end: Millis) -> promql::Result<Vec<CatalogEntry>> {
         let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
-        let catalog = self.catalog.get_or_try_init(|| self.read_catalog()).await?;
+        let catalog = self.catalog.get_or_try_init(|| async { self.read_catalog() }).await?;
         Ok(catalog.iter().filter(|(_, first, last)| *last >= start && *first <= end).map(|(entry, _, _)| entry.clone()).collect())
     }
 
-    async fn read_catalog(&self) -> promql::Result<Vec<(CatalogEntry, i64, i64)>> {
-        let sql = format!(
-            "SELECT \"Table\", \"MetricName\", \"MetricUnit\", \"MetricDescription\", \"IsCounter\", \"FirstTimeUnix\", \"LastTimeUnix\" \
-             FROM {METRIC_CATALOG_TABLE}"
-        );
-        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+    fn read_catalog(&self) -> promql::Result<Vec<(CatalogEntry, i64, i64)>> {
+        let batch = self.rows.catalog().map_err(storage_error)?;
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| storage_error(QueryError::Execution(format!("the metric catalog has no {name}"))));
+        let (tables, names, units, descriptions) =
+            (column("Table")?.as_string::<i32>(), column("MetricName")?.as_string::<i32>(), column("MetricUnit")?.as_string::<i32>(), column("MetricDescription")?.as_string::<i32>());
+        let counters = column("IsCounter")?.as_boolean();
+        let (firsts, lasts) = (column("FirstTimeUnix")?.as_primitive::<TimestampNanosecondType>(), column("LastTimeUnix")?.as_primitive::<TimestampNanosecondType>());
         let mut entries = Vec::new();
-        for batch in &result.batches {
-            let (tables, names, units, descriptions) = (strings(batch, 0), strings(batch, 1), strings(batch, 2), strings(batch, 3));
-            let counters = batch.column(4).as_boolean();
-            let (firsts, lasts) = (batch.column(5).as_primitive::<TimestampNanosecondType>(), batch.column(6).as_primitive::<TimestampNanosecondType>());
-            for row in 0..batch.num_rows() {
-                let Some(table) = Table::ALL.into_iter().find(|t| t.name() == tables.value(row)) else { continue };
-                let kind = match table {
-                    Table::MetricsHistogram => MetricKind::Histogram,
-                    Table::MetricsSummary => MetricKind::Summary,
-                    _ if counters.value(row) => MetricKind::Counter,
-                    _ => MetricKind::Gauge,
-                };
-                let (otel_name, unit) = (names.value(row), units.value(row));
-                let entry = CatalogEntry {
-                    table: table.name(),
-                    otel_name: otel_name.to_owned(),
-                    unit: unit.to_owned(),
-                    description: if descriptions.is_null(row) { String::new() } else { descriptions.value(row).to_owned() },
-                    kind,
-                    name: prometheus_name(otel_name, unit, kind),
-                };
-                entries.push((entry, firsts.value(row), lasts.value(row)));
-            }
+        for row in 0..batch.num_rows() {
+            let Some(table) = Table::ALL.into_iter().find(|t| t.name() == tables.value(row)) else { continue };
+            let kind = match table {
+                Table::MetricsHistogram => MetricKind::Histogram,
+                Table::MetricsSummary => MetricKind::Summary,
+                _ if counters.value(row) => MetricKind::Counter,
+                _ => MetricKind::Gauge,
+            };
+            let (otel_name, unit) = (names.value(row), units.value(row));
+            let entry = CatalogEntry {
+                table,
+                otel_name: otel_name.to_owned(),
+                unit: unit.to_owned(),
+                description: if descriptions.is_null(row) { String::new() } else { descriptions.value(row).to_owned() },
+                kind,
+                name: prometheus_name(otel_name, unit, kind),
+            };
+            entries.push((entry, firsts.value(row), lasts.value(row)));
         }
         Ok(entries)
+    }
+
+    /// The rows of `entry` that meet `condition`, in `columns`.
+    async fn rows(&self, entry: &CatalogEntry, condition: RowCondition, columns: Vec<&'static str>) -> promql::Result<Vec<RecordBatch>> {
+        self.rows.read(entry.table, condition, columns, self.max_rows).await.map_err(storage_error)
     }
 
     /// The selected series of one stored metric with their samples, in storage order.
@@ -263,96 +265,85 @@ impl<'a> StoredMetrics<'a> {
         // The per-point series: a histogram's buckets, a summary's quantiles.
         let points_suffix = if entry.kind == MetricKind::Histogram { "_bucket" } else { "" };
         let (want_value, want_points, want_count, want_sum) = (wants(""), wants(points_suffix), wants("_count"), wants("_sum"));
-        // Columns no wanted series needs are read as NULL, which keeps the positions: the
-        // bucket and quantile lists cost the most to decode, and `_count` or `_sum` alone
-        // needs neither.
-        let pick = |wanted: bool, column: &str| if wanted { column.to_owned() } else { format!("NULL AS {column}") };
-        let columns = match entry.kind {
-            MetricKind::Gauge | MetricKind::Counter => "\"Value\", \"Flags\"".to_owned(),
-            MetricKind::Histogram => format!(
-                "\"Count\", {}, {}, {}",
-                pick(want_sum, "\"Sum\""),
-                pick(want_points, "\"BucketCounts\""),
-                pick(want_points, "\"ExplicitBounds\"")
-            ),
-            MetricKind::Summary => format!(
-                "\"Count\", {}, {}, {}",
-                pick(want_sum, "\"Sum\""),
-                pick(want_points, "\"ValueAtQuantiles.Quantile\""),
-                pick(want_points, "\"ValueAtQuantiles.Value\"")
-            ),
+        // Only the columns a wanted series needs are read: the bucket and quantile lists
+        // cost the most to decode, and `_count` or `_sum` alone needs neither.
+        let mut columns = vec!["SeriesId", "TimeUnix"];
+        let (points, bounds) = match entry.kind {
+            MetricKind::Gauge | MetricKind::Counter => {
+                columns.extend(["Value", "Flags"]);
+                ("", "")
+            }
+            MetricKind::Histogram => ("BucketCounts", "ExplicitBounds"),
+            MetricKind::Summary => ("ValueAtQuantiles.Value", "ValueAtQuantiles.Quantile"),
         };
-        let samples = |id_filter: String| {
-            let sql = format!(
-                "SELECT \"SeriesId\", \"TimeUnix\", {columns} FROM {} WHERE {} AND {}{}{id_filter}",
-                entry.table,
-                metric_filter(entry),
-                time_filter(selection.start, selection.end),
-                service_filter(selection),
-            );
-            async move { self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error) }
-        };
+        if matches!(entry.kind, MetricKind::Histogram | MetricKind::Summary) {
+            columns.push("Count");
+            if want_sum {
+                columns.push("Sum");
+            }
+            if want_points {
+                columns.extend([points, bounds]);
+            }
+        }
+        let condition = self.condition(entry, selection, selection.start);
         let mut series = SeriesSlots::new(&entry.name, selection);
-        let result = if narrows_stored_series(selection) {
-            // Labels first, so that rows of series the selection cannot select are not
-            // read when they are few enough to list (otherwise they are skipped as they come).
+        let batches = if narrows_stored_series(selection) {
+            // Labels first, so that only the rows of series the selection may select are read.
             let ids = self.series_ids(entry, selection).await?;
-            self.add_labels(entry, selection, &mut series, ids, &attribute_filter(selection)).await?;
+            self.add_labels(entry, selection, &mut series, ids).await?;
             let selectable = series.selectable_ids();
             if selectable.is_empty() {
                 return Ok(Vec::new());
             }
-            let id_filter = if selectable.len() <= MAX_LISTED_SERIES { id_condition(&selectable) } else { String::new() };
-            samples(id_filter).await?
+            self.rows(entry, RowCondition { series: Some(Arc::new(selectable)), ..condition }, columns).await?
         } else {
             // Every series may be selected: samples first, then the labels of the series
             // they hold.
-            let result = samples(String::new()).await?;
-            let ids = result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten());
-            self.add_labels(entry, selection, &mut series, ids, "").await?;
-            result
+            let batches = self.rows(entry, condition, columns).await?;
+            let ids = batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten());
+            self.add_labels(entry, selection, &mut series, ids).await?;
+            batches
         };
-        for batch in &result.batches {
+        for batch in &batches {
             let ids = batch.column(0).as_primitive::<UInt64Type>();
             let times = batch.column(1).as_primitive::<TimestampNanosecondType>();
+            let column = |name: &str| batch.column_by_name(name);
+            let (values, flags) = (column("Value").map(|c| c.as_primitive::<Float64Type>()), column("Flags").map(|c| c.as_primitive::<UInt32Type>()));
+            let (counts, sums) = (column("Count").map(|c| c.as_primitive::<UInt64Type>()), column("Sum").map(|c| c.as_primitive::<Float64Type>()));
+            let (points, bounds) = (column(points).map(|c| c.as_list::<i32>()), column(bounds).map(|c| c.as_list::<i32>()));
             for row in 0..batch.num_rows() {
                 let at = times.value(row).div_euclid(1_000_000);
-                // Rows without an id predate series ids; rows of a series the label read
-                // did not see arrived after it.
-                let Some(mut row) = ids.is_valid(row).then(|| series.row(ids.value(row), row, at)).flatten() else { continue };
-                match entry.kind {
-                    MetricKind::Gauge | MetricKind::Counter if want_value => {
-                        let no_recorded_value = batch.column(3).as_primitive::<UInt32Type>().value(row.index) & NO_RECORDED_VALUE != 0;
-                        let value = if no_recorded_value { promql::STALE_NAN } else { batch.column(2).as_primitive::<Float64Type>().value(row.index) };
+                // Rows of a series the label read did not see arrived after it.
+                let Some(mut row) = series.row(ids.value(row), row, at) else { continue };
+                let index = row.index;
+                if let (Some(values), Some(flags)) = (values, flags) {
+                    if want_value {
+                        let value = if flags.value(index) & NO_RECORDED_VALUE != 0 { promql::STALE_NAN } else { values.value(index) };
                         row.push("", None, value);
                     }
-                    MetricKind::Gauge | MetricKind::Counter => {}
-                    MetricKind::Histogram | MetricKind::Summary => {
-                        let count = batch.column(2).as_primitive::<UInt64Type>().value(row.index) as f64;
-                        if want_count {
-                            row.push("_count", None, count);
-                        }
-                        if want_sum {
-                            row.push("_sum", None, batch.column(3).as_primitive::<Float64Type>().value(row.index));
-                        }
-                        if !want_points {
-                            continue;
-                        }
-                        let (first, second) = (batch.column(4).as_list::<i32>().value(row.index), batch.column(5).as_list::<i32>().value(row.index));
-                        if entry.kind == MetricKind::Histogram {
-                            let (counts, bounds) = (first.as_primitive::<UInt64Type>(), second.as_primitive::<Float64Type>());
-                            let mut cumulative = 0.0;
-                            for (i, bound) in bounds.values().iter().enumerate() {
-                                cumulative += counts.values().get(i).copied().unwrap_or(0) as f64;
-                                row.push("_bucket", Some(("le", *bound)), cumulative);
-                            }
-                            row.push("_bucket", Some(("le", f64::INFINITY)), count);
-                        } else {
-                            let (quantiles, values) = (first.as_primitive::<Float64Type>(), second.as_primitive::<Float64Type>());
-                            for (quantile, value) in quantiles.values().iter().zip(values.values()) {
-                                row.push("", Some(("quantile", *quantile)), *value);
-                            }
-                        }
+                    continue;
+                }
+                let count = counts.map_or(0.0, |counts| counts.value(index) as f64);
+                if want_count {
+                    row.push("_count", None, count);
+                }
+                if let Some(sums) = sums {
+                    row.push("_sum", None, sums.value(index));
+                }
+                let (Some(points), Some(bounds)) = (points, bounds) else { continue };
+                let (points, bounds) = (points.value(index), bounds.value(index));
+                if entry.kind == MetricKind::Histogram {
+                    let (counts, bounds) = (points.as_primitive::<UInt64Type>(), bounds.as_primitive::<Float64Type>());
+                    let mut cumulative = 0.0;
+                    for (i, bound) in bounds.values().iter().enumerate() {
+                        cumulative += counts.values().get(i).copied().unwrap_or(0) as f64;
+                        row.push("_bucket", Some(("le", *bound)), cumulative);
+                    }
+                    row.push("_bucket", Some(("le", f64::INFINITY)), count);
+                } else {
+                    let (values, quantiles) = (points.as_primitive::<Float64Type>(), bounds.as_primitive::<Float64Type>());
+                    for (quantile, value) in quantiles.values().iter().zip(values.values()) {
+                        row.push("", Some(("quantile", *quantile)), *value);
                     }
                 }
             }
@@ -360,134 +351,106 @@ impl<'a> StoredMetrics<'a> {
         Ok(series.series)
     }
 
+    /// The rows of `entry` timed from `start` to the selection's end, of the services its
+    /// `service_name` matchers select (rows without a service are always read; the
+    /// matchers are applied to every label set afterwards anyway).
+    fn condition(&self, entry: &CatalogEntry, selection: &Selection<'_>, start: Millis) -> RowCondition {
+        RowCondition {
+            metric: entry.otel_name.clone(),
+            unit: entry.unit.clone(),
+            start: start.saturating_mul(1_000_000),
+            end: selection.end.saturating_mul(1_000_000),
+            series_starts_only: false,
+            services: selection.matchers.iter().filter(|m| m.name == "service_name").cloned().collect(),
+            series: None,
+        }
+    }
+
+    /// The rows that start a series of `entry` with a row in the selection's time span, and
+    /// some more. A file holds one hour and marks the earliest row of each of its series, so a
+    /// series with a row in `[start, end]` has a marked row in `[start's hour, end]`; rows not
+    /// yet in a file are all marked.
+    fn series_starts(&self, entry: &CatalogEntry, selection: &Selection<'_>) -> RowCondition {
+        let hour = selection.start.saturating_sub(selection.start.rem_euclid(MILLIS_PER_HOUR));
+        RowCondition { series_starts_only: true, ..self.condition(entry, selection, hour) }
+    }
+
     /// Adds to `series` the labels of the stored series `ids`: from the label cache, else
-    /// read, listing the ids when they are few enough and otherwise reading the labels of
-    /// every series in the span that meets `unlisted`.
-    async fn add_labels(
-        &self,
-        entry: &CatalogEntry,
-        selection: &Selection<'_>,
-        series: &mut SeriesSlots<'_>,
-        ids: impl IntoIterator<Item = u64>,
-        unlisted: &str,
-    ) -> promql::Result<()> {
-        let mut missing = Vec::new();
+    /// read.
+    async fn add_labels(&self, entry: &CatalogEntry, selection: &Selection<'_>, series: &mut SeriesSlots<'_>, ids: impl IntoIterator<Item = u64>) -> promql::Result<()> {
+        let mut missing = HashSet::new();
+        let mut previous = None;
         for id in ids {
             // Rows come in runs of one series: most ids repeat the one before.
-            if series.contains(id) || missing.last() == Some(&id) {
+            if previous.replace(id) == Some(id) || series.contains(id) {
                 continue;
             }
             match self.labels.get(id) {
                 Some(labels) => series.add(id, labels),
-                None => missing.push(id),
+                None => {
+                    missing.insert(id);
+                }
             }
         }
-        missing.sort_unstable();
-        missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
-        let condition = if missing.len() <= MAX_LISTED_SERIES { id_condition(&missing) } else { unlisted.to_owned() };
-        for (id, labels) in self.series_labels(entry, selection, &condition).await? {
+        for (id, labels) in self.series_labels(entry, selection, missing).await? {
             series.add(id, labels);
         }
         Ok(())
     }
 
     /// The ids of the stored series of `entry` that have a row in the selection's time span
-    /// (see [`Self::series_labels`]), without their labels.
-    async fn series_ids(&self, entry: &CatalogEntry, selection: &Selection<'_>) -> promql::Result<Vec<u64>> {
-        let sql = format!(
-            "SELECT DISTINCT \"SeriesId\" FROM {} WHERE {}",
-            entry.table,
-            series_start_filter(entry, selection)
-        );
-        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
-        Ok(result.batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten()).collect())
+    /// (see [`Self::series_starts`]), without their labels.
+    async fn series_ids(&self, entry: &CatalogEntry, selection: &Selection<'_>) -> promql::Result<HashSet<u64>> {
+        let batches = self.rows(entry, self.series_starts(entry, selection), vec!["SeriesId"]).await?;
+        Ok(batches.iter().flat_map(|batch| batch.column(0).as_primitive::<UInt64Type>().iter().flatten()).collect())
     }
 
-    /// The labels of the stored series of `entry` that have a row in the selection's time
-    /// span (and meet `condition`), read from the rows that start a series in each file
-    /// (`SeriesStart`) rather than from every row, and kept in the label cache.
-    ///
-    /// Series a marked row shows outside the span only cost a label set, as their rows are
-    /// never read.
-    async fn series_labels(&self, entry: &CatalogEntry, selection: &Selection<'_>, condition: &str) -> promql::Result<Vec<(u64, Arc<SeriesLabelSet>)>> {
-        let sql = format!(
-            "SELECT \"SeriesId\", \"ResourceAttributes\", \"Attributes\" FROM {} WHERE {}{condition}",
-            entry.table,
-            series_start_filter(entry, selection)
-        );
-        let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
+    /// The labels of the stored series `ids` of `entry` that have a row in the selection's
+    /// time span, read from the rows that start a series in each file (`SeriesStart`) rather
+    /// than from every row, and kept in the label cache.
+    async fn series_labels(&self, entry: &CatalogEntry, selection: &Selection<'_>, ids: HashSet<u64>) -> promql::Result<HashMap<u64, Arc<SeriesLabelSet>>> {
+        let condition = RowCondition { series: Some(Arc::new(ids)), ..self.series_starts(entry, selection) };
+        let batches = self.rows(entry, condition, vec!["SeriesId", "ResourceAttributes", "Attributes"]).await?;
         let mut found: HashMap<u64, Arc<SeriesLabelSet>> = HashMap::new();
-        for batch in &result.batches {
+        for batch in &batches {
             let ids = batch.column(0).as_primitive::<UInt64Type>();
             let (resources, attributes) = (batch.column(1).as_map(), batch.column(2).as_map());
-            for row in (0..batch.num_rows()).filter(|row| ids.is_valid(*row)) {
+            for row in 0..batch.num_rows() {
                 found.entry(ids.value(row)).or_insert_with(|| Arc::new(series_labels(resources, attributes, row)));
             }
         }
         for (id, labels) in &found {
             self.labels.insert(*id, labels.clone());
         }
-        Ok(found.into_iter().collect())
+        Ok(found)
     }
-}
-
-/// The rows that start a series of `entry` with a row in the selection's time span, and
-/// some more. A file holds one hour and marks the earliest row of each of its series, so a
-/// series with a row in `[start, end]` has a marked row in `[start's hour, end]`; rows not
-/// yet in a file are all marked.
-fn series_start_filter(entry: &CatalogEntry, selection: &Selection<'_>) -> String {
-    let hour = selection.start.saturating_sub(selection.start.rem_euclid(MILLIS_PER_HOUR));
-    format!("{} AND \"SeriesStart\" AND {}{}", metric_filter(entry), time_filter(hour, selection.end), service_filter(selection))
-}
-
-/// `AND "SeriesId" IN (…)`.
-fn id_condition(ids: &[u64]) -> String {
-    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
-    format!(" AND \"SeriesId\" IN ({})", ids.join(", "))
 }
 
 /// A stored series' labels without the name.
 type SeriesLabelSet = BTreeMap<String, String>;
 
 /// The labels of stored series by `SeriesId`, shared by every query: a series' labels never
-/// change, so once read they need not be read again. It holds at most `max_bytes` (an
-/// estimate); when full, it starts over.
-pub struct SeriesLabels {
-    max_bytes: usize,
-    cached: Mutex<(HashMap<u64, Arc<SeriesLabelSet>>, usize)>,
-}
+/// change, so once read they need not be read again.
+pub struct SeriesLabels(BoundedCache<u64, Arc<SeriesLabelSet>>);
 
 impl SeriesLabels {
+    /// Holds at most `max_bytes` (an estimate); when full, the oldest are dropped first.
     pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, cached: Mutex::new((HashMap::new(), 0)) }
+        Self(BoundedCache::new(max_bytes))
     }
 
     fn get(&self, id: u64) -> Option<Arc<SeriesLabelSet>> {
-        self.lock().0.get(&id).cloned()
+        self.0.get(&id)
     }
 
     fn insert(&self, id: u64, labels: Arc<SeriesLabelSet>) {
         /// Bytes an entry and each of its labels cost beyond the strings.
         const OVERHEAD: usize = 64;
         let bytes = OVERHEAD + labels.iter().map(|(name, value)| name.len() + value.len() + OVERHEAD).sum::<usize>();
-        if bytes > self.max_bytes {
-            return;
-        }
-        let mut cached = self.lock();
-        if cached.1 + bytes > self.max_bytes {
-            *cached = (HashMap::new(), 0);
-        }
-        if cached.0.insert(id, labels).is_none() {
-            cached.1 += bytes;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<u64, Arc<SeriesLabelSet>>, usize)> {
-        // The map is consistent between statements, so a panic elsewhere leaves it usable.
-        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.insert(id, labels, bytes);
     }
 }
 
@@ -498,9 +461,6 @@ fn narrows_stored_series(selection: &Selection<'_>) -> bool {
     let narrows = |m: &Matcher| !POINT_LABELS.contains(&m.name.as_str()) && m.name != "service_name";
     selection.matchers.iter().chain(selection.or_matchers.iter().flatten()).any(narrows)
 }
-
-/// Most series ids a sample read lists in its condition.
-const MAX_LISTED_SERIES: usize = 4096;
 
 const MILLIS_PER_HOUR: Millis = 3_600_000;
 
@@ -577,7 +537,7 @@ impl<'a> SeriesSlots<'a> {
     }
 
     /// The ids of the stored series that may feed a selected series.
-    fn selectable_ids(&self) -> Vec<u64> {
+    fn selectable_ids(&self) -> HashSet<u64> {
         self.stored.iter().map(|stored| stored.id).collect()
     }
 
@@ -668,16 +628,21 @@ impl StoredMetrics<'_> {
             if !names.iter().all(|m| m.is_match(&series_name)) {
                 continue;
             }
-            let bounds = if entry.kind == MetricKind::Histogram { ", \"ExplicitBounds\"" } else { "" };
-            let sql = format!(
-                "SELECT \"ResourceAttributes\", \"Attributes\", \"Exemplars.FilteredAttributes\", \"Exemplars.TimeUnix\", \"Exemplars.Value\", \
-                 \"Exemplars.TraceId\", \"Exemplars.SpanId\"{bounds} FROM {} WHERE {} AND {}",
-                entry.table,
-                metric_filter(&entry),
-                time_filter(selection.start, rows_until)
-            );
-            let result = self.sql.query_with_row_limit(&sql, self.max_rows).await.map_err(storage_error)?;
-            for batch in &result.batches {
+            let mut columns = vec![
+                "ResourceAttributes",
+                "Attributes",
+                "Exemplars.FilteredAttributes",
+                "Exemplars.TimeUnix",
+                "Exemplars.Value",
+                "Exemplars.TraceId",
+                "Exemplars.SpanId",
+            ];
+            if entry.kind == MetricKind::Histogram {
+                columns.push("ExplicitBounds");
+            }
+            let condition = RowCondition { end: rows_until.saturating_mul(1_000_000), ..self.condition(&entry, selection, selection.start) };
+            let batches = self.rows(&entry, condition, columns).await?;
+            for batch in &batches {
                 let (resources, attributes) = (batch.column(0).as_map(), batch.column(1).as_map());
                 let lists = |column: usize| batch.column(column).as_list::<i32>();
                 for row in 0..batch.num_rows() {
@@ -752,60 +717,6 @@ impl SeriesSource for StoredMetrics<'_> {
     }
 }
 
-/// Rows of one stored metric.
-fn metric_filter(entry: &CatalogEntry) -> String {
-    format!("\"MetricName\" = '{}' AND \"MetricUnit\" = '{}'", entry.otel_name.replace('\'', "''"), entry.unit.replace('\'', "''"))
-}
-
-/// The selection's `service_name` matchers as conditions on the `ServiceName` column, which
-/// leads the metric tables' sort order, so storage skips other services' rows. A row's
-/// `service_name` label is its `ServiceName` when that is not empty (the resource's
-/// `service.name` wins over an attribute of the same label name); rows without one are
-/// always read, and the matchers are applied to every label set afterwards anyway.
-fn service_filter(selection: &Selection<'_>) -> String {
-    let mut filter = String::new();
-    for matcher in selection.matchers.iter().filter(|m| m.name == "service_name") {
-        let value = matcher.value.replace('\'', "''");
-        let condition = match matcher.op {
-            MatchOp::Equal => format!("\"ServiceName\" = '{value}'"),
-            MatchOp::NotEqual => format!("\"ServiceName\" <> '{value}'"),
-            MatchOp::Re(_) => format!("\"ServiceName\" ~ '^(?s:{value})$'"),
-            MatchOp::NotRe(_) => format!("\"ServiceName\" !~ '^(?s:{value})$'"),
-        };
-        let _ = write!(filter, " AND (\"ServiceName\" = '' OR {condition})");
-    }
-    filter
-}
-
-/// Labels a row's attributes do not give: the name, those taken from the resource, and
-/// those a point adds.
-const LABELS_NOT_FROM_ATTRIBUTES: [&str; 6] = [METRIC_NAME, "service_name", "job", "instance", "le", "quantile"];
-
-/// The selection's other `label="value"` matchers (value not empty) as conditions on the
-/// attribute values: such a label is an attribute whose key translates to its name, so a
-/// row whose attributes do not hold the value cannot feed a selected series. A necessary
-/// condition, not a sufficient one; it spares reading and keying the rows of every other
-/// series, and the matchers are applied to every label set afterwards anyway.
-fn attribute_filter(selection: &Selection<'_>) -> String {
-    let mut filter = String::new();
-    let matchers = selection.matchers.iter().filter(|m| {
-        matches!(m.op, MatchOp::Equal) && !m.value.is_empty() && !LABELS_NOT_FROM_ATTRIBUTES.contains(&m.name.as_str())
-    });
-    for matcher in matchers {
-        let _ = write!(filter, " AND array_has(map_values(\"Attributes\"), '{}')", matcher.value.replace('\'', "''"));
-    }
-    filter
-}
-
-fn time_filter(start: Millis, end: Millis) -> String {
-    let (start, end) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
-    format!("\"TimeUnix\" >= to_timestamp_nanos({start}) AND \"TimeUnix\" <= to_timestamp_nanos({end})")
-}
-
-fn strings(batch: &RecordBatch, column: usize) -> &arrow::array::StringArray {
-    batch.column(column).as_string::<i32>()
-}
-
 /// A row's labels without the name: its attributes, then `job`, `instance` and
 /// `service_name` from the resource.
 fn series_labels(resources: &MapArray, attributes: &MapArray, row: usize) -> BTreeMap<String, String> {
@@ -861,19 +772,5 @@ mod tests {
         assert_eq!(prometheus_name("latency_seconds", "s", MetricKind::Gauge), "latency_seconds");
         assert_eq!(label_name("http.route"), "http_route");
         assert_eq!(label_name("1st"), "key_1st");
-    }
-
-    #[test]
-    fn only_equality_matchers_on_attribute_labels_filter_attribute_values() {
-        let matchers = [
-            Matcher::new(MatchOp::Equal, "outcome", "it's"),
-            Matcher::new(MatchOp::Equal, "rpc_method", ""),
-            Matcher::new(MatchOp::NotEqual, "region", "eu"),
-            Matcher::new(MatchOp::Equal, "le", "0.5"),
-            Matcher::new(MatchOp::Equal, "service_name", "cart"),
-            Matcher::new(MatchOp::Equal, METRIC_NAME, "queue_depth"),
-        ];
-        let selection = Selection { matchers: &matchers, or_matchers: &[], start: 0, end: 1 };
-        assert_eq!(attribute_filter(&selection), " AND array_has(map_values(\"Attributes\"), 'it''s')");
     }
 }
