@@ -1,9 +1,9 @@
 //! Writing memtable generations and compactions as Parquet files, and reading them back.
 //!
 //! Files are zstd-compressed, sorted by the table's sort columns (so similar rows sit
-//! together and compress well), carry page-level statistics (the page index) and, on tables
-//! with a `TraceId` column, a bloom filter on it so a trace lookup skips row groups that
-//! cannot hold the trace.
+//! together and compress well), carry page-level statistics (the page index) of their
+//! top-level columns and, on tables with a `TraceId` column, a bloom filter on it so a trace
+//! lookup skips row groups that cannot hold the trace.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -20,7 +20,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::logical_expr::SortExpr;
 use datafusion::prelude::{SessionConfig, SessionContext, ident};
 use futures::StreamExt as _;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -173,6 +173,12 @@ impl FileWriter {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(config.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Page);
+        for column in nested_leaf_columns(table)? {
+            properties = properties.set_column_statistics_enabled(column, EnabledStatistics::None);
+        }
+        for column in unique_value_columns(table) {
+            properties = properties.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        }
         if let Some(distinct) = distinct_trace_ids {
             let column = ColumnPath::from("TraceId");
             properties = properties
@@ -195,6 +201,31 @@ impl FileWriter {
         let file = self.writer.into_inner().map_err(StoreError::parquet("finish parquet"))?;
         file.sync_all().map_err(StoreError::io("fsync parquet file"))?;
         Ok(file.metadata().map_err(StoreError::io("stat parquet file"))?.len())
+    }
+}
+
+/// The leaf columns inside maps and lists. Their statistics would prune nothing (no query
+/// predicate reaches into a map's entries or a list's items), while computing the minimum
+/// and maximum of every attribute key and value showed up in profiles of a flush.
+fn nested_leaf_columns(table: Table) -> Result<Vec<ColumnPath>, StoreError> {
+    let parquet_schema = ArrowSchemaConverter::new()
+        .convert(&table.schema())
+        .map_err(StoreError::parquet("parquet schema"))?;
+    Ok(parquet_schema
+        .columns()
+        .iter()
+        .map(|column| column.path())
+        .filter(|path| path.parts().len() > 1)
+        .cloned()
+        .collect())
+}
+
+/// Columns whose values are all but unique: a dictionary of them would cost time (hashing
+/// every value) and space, and be abandoned anyway once it outgrew its page.
+fn unique_value_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Traces => &["SpanId", "Timestamp", "Duration"],
+        _ => &[],
     }
 }
 
@@ -295,6 +326,30 @@ mod tests {
 
     fn starts(batch: &RecordBatch) -> Vec<bool> {
         batch.column(1).as_boolean().iter().map(Option::unwrap).collect()
+    }
+
+    #[test]
+    fn files_keep_statistics_of_top_level_columns_only() {
+        use parquet::file::reader::{FileReader as _, SerializedFileReader};
+
+        let request = crate::test_data::sample_traces_request(3);
+        let batch = crate::schema::traces_to_batch(&request, &mut crate::schema::Rejections::default()).expect("rows");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("traces.parquet");
+        write_file(&path, Table::Traces, &batch, &StorageConfig::default(), FLUSH_ZSTD_LEVEL).expect("written");
+
+        let reader = SerializedFileReader::new(File::open(&path).expect("opened")).expect("a parquet file");
+        let row_group = reader.metadata().row_group(0);
+        let with_statistics: Vec<String> = row_group
+            .columns()
+            .iter()
+            .filter(|column| column.statistics().is_some())
+            .map(|column| column.column_path().string())
+            .collect();
+        assert!(with_statistics.iter().any(|path| path == "ServiceName"), "{with_statistics:?}");
+        assert!(with_statistics.iter().any(|path| path == "Timestamp"), "{with_statistics:?}");
+        assert!(!with_statistics.iter().any(|path| path.starts_with("SpanAttributes")), "{with_statistics:?}");
+        assert!(!with_statistics.iter().any(|path| path.starts_with("Events.Name")), "{with_statistics:?}");
     }
 
     #[test]
