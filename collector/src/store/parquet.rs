@@ -329,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn files_keep_statistics_of_top_level_columns_only() {
+    fn files_keep_statistics_of_top_level_columns_and_dictionaries_of_repeating_ones() {
         use parquet::file::reader::{FileReader as _, SerializedFileReader};
 
         let request = crate::test_data::sample_traces_request(3);
@@ -350,6 +350,14 @@ mod tests {
         assert!(with_statistics.iter().any(|path| path == "Timestamp"), "{with_statistics:?}");
         assert!(!with_statistics.iter().any(|path| path.starts_with("SpanAttributes")), "{with_statistics:?}");
         assert!(!with_statistics.iter().any(|path| path.starts_with("Events.Name")), "{with_statistics:?}");
+
+        let dictionary_encoded = |name: &str| {
+            let column = row_group.columns().iter().find(|column| column.column_path().string() == name).expect(name);
+            column.dictionary_page_offset().is_some()
+        };
+        assert!(dictionary_encoded("ServiceName"));
+        assert!(!dictionary_encoded("SpanId"));
+        assert!(!dictionary_encoded("Timestamp"));
     }
 
     #[test]
