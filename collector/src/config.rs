@@ -126,15 +126,17 @@ pub struct StorageConfig {
     pub flush_interval_secs: u64,
     /// Most rows in a Parquet row group (smaller groups prune better, larger compress better).
     pub row_group_rows: usize,
-    /// zstd level of compacted Parquet files (1–22). Flushed files use level 1 for speed;
-    /// compaction rewrites them at this level.
+    /// zstd level of compacted Parquet files (1–22). Flushed files are written uncompressed
+    /// for speed; compaction rewrites them at this level.
     pub zstd_level: i32,
-    /// Compact an hour partition once it has this many files.
+    /// While an hour is open, compact once it has this many files of similar size (a
+    /// tier); more means fewer rewrites of each byte but more files for queries to open.
     pub compaction_min_files: usize,
     /// Most Parquet bytes one compaction merges (bounds its duration and output file size;
     /// memory is bounded regardless: inputs are merged as streams).
     pub compaction_max_input_bytes: u64,
-    /// How often compaction and retention run.
+    /// How often retention runs and hours that are over are checked for compaction (open
+    /// hours are compacted as flushes add files).
     pub maintenance_interval_secs: u64,
     /// Delete data older than this many hours; 0 keeps everything.
     pub retention_hours: u64,
@@ -147,7 +149,7 @@ impl Default for StorageConfig {
             flush_interval_secs: 60,
             row_group_rows: 128 * 1024,
             zstd_level: 3,
-            compaction_min_files: 4,
+            compaction_min_files: 8,
             compaction_max_input_bytes: 256 << 20,
             maintenance_interval_secs: 30,
             retention_hours: 24 * 7,

@@ -102,13 +102,13 @@ struct ServeArgs {
     /// storage.zstd_level: zstd level of compacted Parquet files, 1–22 [default: 3].
     #[arg(long)]
     zstd_level: Option<i32>,
-    /// storage.compaction_min_files: files in an hour partition that trigger compaction [default: 4].
+    /// storage.compaction_min_files: files of similar size in an open hour that trigger compaction [default: 8].
     #[arg(long)]
     compaction_min_files: Option<usize>,
     /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 268435456].
     #[arg(long)]
     compaction_max_input_bytes: Option<u64>,
-    /// storage.maintenance_interval_secs: how often compaction and retention run [default: 30].
+    /// storage.maintenance_interval_secs: how often retention runs and finished hours are compacted [default: 30].
     #[arg(long)]
     maintenance_interval_secs: Option<u64>,
     /// storage.retention_hours: delete data older than this; 0 keeps all [default: 168].

@@ -21,6 +21,17 @@ pub(crate) struct FileMeta {
     pub(crate) bytes: u64,
 }
 
+/// How the name of a flushed file ends. Flushes write uncompressed files (see
+/// `parquet::FLUSH_COMPRESSION`); compaction's outputs end in plain `.parquet`.
+pub(crate) const FLUSHED_SUFFIX: &str = ".flush.parquet";
+
+impl FileMeta {
+    /// Whether a flush wrote this file (compaction has not rewritten it yet).
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.path.file_name().is_some_and(|name| name.to_string_lossy().ends_with(FLUSHED_SUFFIX))
+    }
+}
+
 /// The directory of a table's partition for `hour` (hours since the epoch).
 pub(crate) fn partition_dir(data_dir: &Path, table: Table, hour: i64) -> PathBuf {
     let start = arrow::temporal_conversions::timestamp_s_to_datetime(hour * 3600);

@@ -4,15 +4,17 @@
 //! appends them to the log (group commit), inserts them into the memtable and only then
 //! acknowledges, so acknowledged data is both durable and queryable. When the memtable is
 //! large or old enough the writer rotates the WAL and freezes the memtable generation; the
-//! maintenance thread writes it to Parquet, swaps it for the files in one step, and retires
-//! the WAL segments. The same thread compacts small files and applies retention.
+//! flush thread writes it to Parquet, swaps it for the files in one step, and retires the
+//! WAL segments. A compaction thread merges small files as they appear and applies
+//! retention, so a long merge never holds up a flush.
 //!
 //! Invariant: a row is in exactly one of {memtable, Parquet} as seen by a query snapshot;
 //! flush and compaction change the file set and the memtable under one lock.
 
 mod catalog;
 mod commit;
-mod maintenance;
+mod compactor;
+mod flusher;
 mod memtable;
 mod metric_catalog;
 mod parquet;
@@ -210,7 +212,7 @@ pub struct Store {
 
 impl Store {
     /// Recovers interrupted commits, loads the file catalog, replays the WAL into the
-    /// memtable and starts the writer and maintenance threads.
+    /// memtable and starts the writer, flush and compaction threads.
     pub fn open(settings: StoreSettings, metrics: Arc<SelfMetrics>) -> Result<Store, StoreError> {
         let data_dir = settings.data_dir.clone();
         let wal_dir = data_dir.join("wal");
@@ -257,15 +259,20 @@ impl Store {
 
         let (command_tx, command_rx) = mpsc::channel();
         let (job_tx, job_rx) = mpsc::channel();
+        let (compaction_tx, compaction_rx) = mpsc::channel();
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.to_owned()).spawn(run).map_err(StoreError::io("spawn store thread"))
         };
-        let maintenance = {
+        let compactor = {
             let shared = shared.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .map_err(StoreError::io("start the compaction runtime"))?;
-            spawn("meshlight-maintenance", Box::new(move || maintenance::run(&shared, runtime, &job_rx)))?
+            spawn("meshlight-compact", Box::new(move || compactor::run(&shared, runtime, &compaction_rx)))?
+        };
+        let flusher = {
+            let shared = shared.clone();
+            spawn("meshlight-flush", Box::new(move || flusher::run(&shared, &job_rx, &compaction_tx)))?
         };
         let writer = {
             let shared = shared.clone();
@@ -274,7 +281,7 @@ impl Store {
         Ok(Store {
             shared,
             commands: Mutex::new(Some(command_tx)),
-            threads: Mutex::new(vec![writer, maintenance]),
+            threads: Mutex::new(vec![writer, flusher, compactor]),
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::maintenance::Job;
+use super::flusher::Job;
 use super::wal::Wal;
 use super::{PreparedWrite, Shared, StoreError};
 use crate::config::FsyncPolicy;
@@ -20,7 +20,7 @@ pub(super) enum Command {
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Compact every partition after the flushes queued so far; answered when done.
     CompactAll(oneshot::Sender<()>),
-    /// Flush and stop; answered once the maintenance thread has finished too.
+    /// Flush and stop; answered once the flush and compaction threads have finished too.
     Shutdown(oneshot::Sender<()>),
 }
 

@@ -1,0 +1,275 @@
+//! The compaction thread: merges small files as flushes create them, applies retention, and
+//! deletes replaced files after a grace period.
+//!
+//! It runs beside the flush thread, never in front of it: a merge can take seconds, and a
+//! flush waiting behind one would let the memtable grow until ingest is refused.
+//!
+//! While an hour is open, compaction is size-tiered: a merge takes at least
+//! `compaction_min_files` files of similar size (within [`TIER_RATIO`] of the smallest), so
+//! each byte is rewritten about log(files per hour) / log(`compaction_min_files`) times and
+//! every merge stays small. Once the hour is over (settled) its files are merged as far as
+//! `compaction_max_input_bytes` allows, smallest first, and a flushed file left alone is
+//! rewritten by itself, since flushed files are not compressed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::catalog::{FileMeta, NANOS_PER_HOUR};
+use super::commit::Commit;
+use super::parquet::{merge_sorted_files, new_id};
+use super::{Shared, StoreError};
+use crate::config::StorageConfig;
+use crate::schema::Table;
+
+/// Files of one tier differ in size by at most this factor.
+const TIER_RATIO: u64 = 2;
+
+pub(super) enum Request {
+    /// Files were added: compact whatever now qualifies.
+    Check,
+    /// Compact every partition as if every hour were over; answered when done.
+    All(oneshot::Sender<()>),
+    /// Delete what may be deleted and exit; answered when done.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Files replaced by a commit, deleted once no query can still be reading them.
+struct DeferredDelete {
+    due: Instant,
+    commit: Commit,
+    record: PathBuf,
+}
+
+struct Compactor<'a> {
+    shared: &'a Shared,
+    /// Drives the DataFusion merge of compactions on this thread.
+    runtime: tokio::runtime::Runtime,
+    deferred: Vec<DeferredDelete>,
+}
+
+pub(super) fn run(shared: &Shared, runtime: tokio::runtime::Runtime, requests: &Receiver<Request>) {
+    let mut compactor = Compactor { shared, runtime, deferred: Vec::new() };
+    let interval = shared.settings.storage.maintenance_interval();
+    let mut next_retention = Instant::now() + interval;
+    loop {
+        match requests.recv_timeout(next_retention.saturating_duration_since(Instant::now())) {
+            // Checks that queued up behind a long merge cost a look at the catalog each.
+            Ok(Request::Check) | Err(RecvTimeoutError::Timeout) => compactor.compact_until_done(false),
+            Ok(Request::All(done)) => {
+                compactor.compact_until_done(true);
+                let _ = done.send(());
+            }
+            Ok(Request::Stop(stopped)) => {
+                compactor.delete_deferred(true);
+                let _ = stopped.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= next_retention {
+            compactor.apply_retention();
+            next_retention = Instant::now() + interval;
+        }
+        compactor.delete_deferred(false);
+    }
+}
+
+impl Compactor<'_> {
+    /// Compacts until no partition qualifies; `force` treats every hour as settled.
+    fn compact_until_done(&mut self, force: bool) {
+        while self.compact_all(force) > 0 {}
+    }
+
+    /// One merge in every partition that qualifies; returns how many merges ran.
+    fn compact_all(&mut self, force: bool) -> usize {
+        let mut merges = 0;
+        for table in Table::ALL {
+            let partitions = self.shared.read().catalog.partitions(table);
+            for (hour, files) in partitions {
+                let settled = force || hour < current_hour() - 1;
+                let inputs = pick_inputs(files, settled, &self.shared.settings.storage);
+                if inputs.is_empty() {
+                    continue;
+                }
+                match self.compact(table, hour, &inputs) {
+                    Ok(()) => merges += 1,
+                    Err(error) => tracing::error!(%error, table = table.name(), hour, "compaction failed"),
+                }
+            }
+        }
+        merges
+    }
+
+    /// Merges `inputs`, files of one partition, into one.
+    fn compact(&mut self, table: Table, hour: i64, inputs: &[Arc<FileMeta>]) -> Result<(), StoreError> {
+        let settings = &self.shared.settings;
+        let started = Instant::now();
+        let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
+        let merged = merge_sorted_files(&self.runtime, &settings.data_dir, table, hour, &removed, &settings.storage)?;
+        let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
+        let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
+        {
+            let mut state = self.shared.write();
+            state.catalog.remove(table, &removed);
+            state.catalog.add(merged);
+            self.shared.publish_sizes(&state);
+        }
+        self.defer_delete(commit, record);
+        self.shared.metrics.compactions.inc();
+        self.shared.metrics.compaction_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(table = table.name(), hour, files = removed.len(), "compacted");
+        Ok(())
+    }
+
+    /// Drops whole partitions older than the retention period.
+    fn apply_retention(&mut self) {
+        let retention_hours = self.shared.settings.storage.retention_hours;
+        if retention_hours == 0 {
+            return;
+        }
+        let oldest_kept = current_hour() - retention_hours as i64;
+        for table in Table::ALL {
+            let expired: Vec<PathBuf> = self
+                .shared
+                .read()
+                .catalog
+                .files(table)
+                .iter()
+                .filter(|file| file.hour < oldest_kept)
+                .map(|file| file.path.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let commit = Commit { add: Vec::new(), remove: expired.clone(), wal_through: None };
+            match commit.apply(&self.shared.settings.data_dir, &new_id()) {
+                Ok(record) => {
+                    {
+                        let mut state = self.shared.write();
+                        state.catalog.remove(table, &expired);
+                        self.shared.publish_sizes(&state);
+                    }
+                    self.shared.metrics.retention_deleted_files.inc_by(expired.len() as u64);
+                    tracing::info!(table = table.name(), files = expired.len(), "retention expired files");
+                    self.defer_delete(commit, record);
+                }
+                Err(error) => tracing::error!(%error, "retention commit failed"),
+            }
+        }
+    }
+
+    fn defer_delete(&mut self, commit: Commit, record: PathBuf) {
+        let due = Instant::now() + self.shared.settings.file_delete_grace;
+        self.deferred.push(DeferredDelete { due, commit, record });
+    }
+
+    fn delete_deferred(&mut self, all: bool) {
+        let now = Instant::now();
+        let wal_dir = &self.shared.wal_dir;
+        self.deferred.retain(|deferred| {
+            if !all && deferred.due > now {
+                return true;
+            }
+            if let Err(error) = deferred.commit.retire(wal_dir, &deferred.record) {
+                tracing::warn!(%error, "could not delete replaced files yet");
+                return true;
+            }
+            for path in &deferred.commit.remove {
+                // Leave no empty partition directories behind; a non-empty one stays.
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            false
+        });
+    }
+}
+
+/// The files of one partition that its next merge takes, or none if it should wait.
+///
+/// An open hour merges the smallest tier of at least `compaction_min_files` files of similar
+/// size; a settled hour merges its smallest files. Either way the inputs stop at
+/// `compaction_max_input_bytes`. A merge needs at least two inputs, except that a settled
+/// hour's lone flushed file is rewritten to be compressed.
+fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
+    files.sort_by_key(|file| file.bytes);
+    let candidates = if settled {
+        &files[..]
+    } else {
+        let tier = (0..files.len()).find_map(|start| {
+            let limit = files[start].bytes.saturating_mul(TIER_RATIO);
+            let len = files[start..].iter().take_while(|file| file.bytes <= limit).count();
+            (len >= config.compaction_min_files).then(|| &files[start..start + len])
+        });
+        tier.unwrap_or_default()
+    };
+    let mut input_bytes = 0;
+    let inputs: Vec<Arc<FileMeta>> = candidates
+        .iter()
+        .take_while(|file| {
+            input_bytes += file.bytes;
+            input_bytes <= config.compaction_max_input_bytes
+        })
+        .cloned()
+        .collect();
+    let worth_a_rewrite = inputs.len() >= 2 || (settled && inputs.first().is_some_and(|file| file.is_flushed()));
+    if worth_a_rewrite { inputs } else { Vec::new() }
+}
+
+fn current_hour() -> i64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos / NANOS_PER_HOUR as u128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, bytes: u64) -> Arc<FileMeta> {
+        Arc::new(FileMeta { path: PathBuf::from(name), table: Table::Traces, hour: 0, bytes })
+    }
+
+    /// The sizes of the files picked among compacted files of `sizes`.
+    fn picked(sizes: &[u64], settled: bool, min_files: usize, max_input_bytes: u64) -> Vec<u64> {
+        let config = StorageConfig { compaction_min_files: min_files, compaction_max_input_bytes: max_input_bytes, ..StorageConfig::default() };
+        let files = sizes.iter().enumerate().map(|(i, &bytes)| file(&format!("{i}.parquet"), bytes)).collect();
+        pick_inputs(files, settled, &config).iter().map(|file| file.bytes).collect()
+    }
+
+    #[test]
+    fn an_open_hour_merges_only_a_full_tier_of_similar_sizes() {
+        // Three small files are not a tier of four; the big file waits for its peers.
+        assert!(picked(&[10, 11, 12, 400], false, 4, 1 << 30).is_empty());
+        assert_eq!(picked(&[12, 10, 400, 11, 13, 30], false, 4, 1 << 30), [10, 11, 12, 13]);
+        // The small files' merged output (about 46) joins the next tier, not the big file.
+        assert_eq!(picked(&[46, 400, 50, 60, 90, 91], false, 4, 1 << 30), [46, 50, 60, 90, 91]);
+        // A tier too small in count at the bottom does not hide a full tier above it.
+        assert_eq!(picked(&[1, 100, 110, 120, 130], false, 4, 1 << 30), [100, 110, 120, 130]);
+    }
+
+    #[test]
+    fn a_settled_hour_merges_its_smallest_files_up_to_the_input_limit() {
+        assert_eq!(picked(&[10, 400, 11], true, 4, 1 << 30), [10, 11, 400]);
+        assert_eq!(picked(&[10, 400, 11, 30], true, 4, 100), [10, 11, 30]);
+        // One file alone is not a merge.
+        assert!(picked(&[10, 400], true, 4, 100).is_empty());
+    }
+
+    #[test]
+    fn a_lone_flushed_file_is_rewritten_once_its_hour_is_over() {
+        let config = StorageConfig::default();
+        let lone = |name: &str, settled| pick_inputs(vec![file(name, 10)], settled, &config).len();
+        assert_eq!(lone("a.flush.parquet", true), 1);
+        assert_eq!(lone("a.flush.parquet", false), 0);
+        assert_eq!(lone("a.parquet", true), 0);
+    }
+
+    #[test]
+    fn the_input_limit_caps_a_tier_too() {
+        assert_eq!(picked(&[10, 11, 12, 13], false, 4, 25), [10, 11]);
+    }
+}
