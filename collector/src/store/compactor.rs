@@ -11,6 +11,7 @@
 //! `compaction_max_input_bytes` allows, smallest first, and a flushed file left alone is
 //! rewritten by itself, since flushed files are not compressed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -49,10 +50,13 @@ struct Compactor<'a> {
     /// Drives the DataFusion merge of compactions on this thread.
     runtime: tokio::runtime::Runtime,
     deferred: Vec<DeferredDelete>,
+    /// Partitions whose last merge failed, and when to try them again: checks come with
+    /// every flush, and a damaged input would otherwise be read and logged each time.
+    retry_at: BTreeMap<(Table, i64), Instant>,
 }
 
 pub(super) fn run(shared: &Shared, runtime: tokio::runtime::Runtime, requests: &Receiver<Request>) {
-    let mut compactor = Compactor { shared, runtime, deferred: Vec::new() };
+    let mut compactor = Compactor { shared, runtime, deferred: Vec::new(), retry_at: BTreeMap::new() };
     let interval = shared.settings.storage.maintenance_interval();
     let mut next_retention = Instant::now() + interval;
     loop {
@@ -84,20 +88,29 @@ impl Compactor<'_> {
         while self.compact_all(force) > 0 {}
     }
 
-    /// One merge in every partition that qualifies; returns how many merges ran.
+    /// One merge in every partition that qualifies; returns how many merges ran. A
+    /// partition whose merge failed waits a maintenance interval, unless `force`d.
     fn compact_all(&mut self, force: bool) -> usize {
         let mut merges = 0;
         for table in Table::ALL {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
+                let backing_off = self.retry_at.get(&(table, hour)).is_some_and(|at| Instant::now() < *at);
                 let settled = force || hour < current_hour() - 1;
                 let inputs = pick_inputs(files, settled, &self.shared.settings.storage);
-                if inputs.is_empty() {
+                if inputs.is_empty() || (backing_off && !force) {
                     continue;
                 }
                 match self.compact(table, hour, &inputs) {
-                    Ok(()) => merges += 1,
-                    Err(error) => tracing::error!(%error, table = table.name(), hour, "compaction failed"),
+                    Ok(()) => {
+                        self.retry_at.remove(&(table, hour));
+                        merges += 1;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, table = table.name(), hour, "compaction failed; retrying later");
+                        let retry_at = Instant::now() + self.shared.settings.storage.maintenance_interval();
+                        self.retry_at.insert((table, hour), retry_at);
+                    }
                 }
             }
         }
