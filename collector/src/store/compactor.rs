@@ -96,9 +96,12 @@ impl Compactor<'_> {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
                 let backing_off = self.retry_at.get(&(table, hour)).is_some_and(|at| Instant::now() < *at);
+                if backing_off && !force {
+                    continue;
+                }
                 let settled = force || hour < current_hour() - 1;
                 let inputs = pick_inputs(files, settled, &self.shared.settings.storage);
-                if inputs.is_empty() || (backing_off && !force) {
+                if inputs.is_empty() {
                     continue;
                 }
                 match self.compact(table, hour, &inputs) {

@@ -1,10 +1,10 @@
 //! Writing memtable generations and compactions as Parquet files, and reading them back.
 //!
-//! Compacted files are zstd-compressed (flushed ones are not, until compaction rewrites
-//! them). Files are sorted by the table's sort columns (so similar rows sit
-//! together and compress well), carry page-level statistics (the page index) of their
-//! top-level columns and, on tables with a `TraceId` column, a bloom filter on it so a trace
-//! lookup skips row groups that cannot hold the trace.
+//! Files are sorted by the table's sort columns (so similar rows sit together and compress
+//! well), carry page-level statistics (the page index) of their top-level columns and, on
+//! tables with a `TraceId` column, a bloom filter on it so a trace lookup skips row groups
+//! that cannot hold the trace. Compacted files are zstd-compressed; flushed ones are not,
+//! until compaction rewrites them.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
