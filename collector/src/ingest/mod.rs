@@ -4,6 +4,7 @@
 //! Both transports ([`otlp_grpc`], [`otlp_http`]) end in [`Ingestor::export`], so limits,
 //! validation, partial success and self-metrics behave the same on either.
 
+pub(crate) mod body_limit;
 mod decompress;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
 use prost::Message as _;
 
+use super::body_limit::with_body_limit;
 use super::decompress::{Encoding, decompress};
 use super::{Export, IngestError, Ingestor};
 use crate::schema::{Rejections, Signal};
@@ -44,12 +45,11 @@ struct RpcStatus {
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
     // The cap applies again after decompression; this one bounds what is read at all.
     let body_limit = ingestor.limits().max_request_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/v1/traces", post(|s, h, b| export(s, h, b, Signal::Traces)))
         .route("/v1/metrics", post(|s, h, b| export(s, h, b, Signal::Metrics)))
-        .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(ingestor)
+        .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)));
+    with_body_limit(routes, body_limit).with_state(ingestor)
 }
 
 async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes, signal: Signal) -> Response {

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -24,6 +24,7 @@ use super::model::{Dedup, Rows, to_rows};
 use super::pprof::{DecodeLimits, decode};
 use super::series::SeriesName;
 use crate::config::{Limits, ProfilesConfig};
+use crate::ingest::body_limit::with_body_limit;
 use crate::schema::{UploadInfo, profile_rows_to_batches};
 use crate::store::{NANOS_PER_HOUR, PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
@@ -319,10 +320,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// The `/ingest` route.
 pub fn router(ingestor: Arc<ProfileIngestor>) -> Router {
     let body_limit = ingestor.limits.max_request_bytes;
-    Router::new()
-        .route("/ingest", post(ingest))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(ingestor)
+    with_body_limit(Router::new().route("/ingest", post(ingest)), body_limit).with_state(ingestor)
 }
 
 async fn ingest(
