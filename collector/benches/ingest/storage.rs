@@ -1,6 +1,7 @@
 //! Storage and steady-state figures on the mesh data set:
 //! - **bytes per span** on disk once compaction has merged each hour into one file;
-//! - **RSS and CPU** of the collector at a steady 10 000 spans/s;
+//! - **RSS and CPU** of the collector at a steady 10 000 spans/s, CPU also per thread name
+//!   (request path, WAL writer, flush, compaction);
 //! - **ingest-to-queryable latency**: from the start of an export to the moment SQL sees the
 //!   span, for probe spans sent while the collector carries half of its sustained saturation
 //!   rate (measured first, unpaced for `SATURATION_SECS`, so flushing is part of it).
@@ -44,6 +45,8 @@ struct SteadyState {
     rss_max_mib: f64,
     rss_mean_mib: f64,
     cpu_share: f64,
+    /// Share of one core per thread name, largest first.
+    cpu_share_by_thread: Vec<(String, f64)>,
 }
 
 pub(crate) async fn measure() -> anyhow::Result<StorageResult> {
@@ -96,6 +99,7 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     };
     let pid = collector.pid();
     let cpu_before = collector.cpu_time()?;
+    let threads_before = collector.cpu_time_by_thread_name()?;
     let started = Instant::now();
     let sender = tokio::spawn(async move { send_load(pool, &load).await });
     let mut rss = Vec::new();
@@ -105,13 +109,24 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     }
     let report = sender.await.context("load task")?.context("steady load")?;
     let cpu = collector.cpu_time()?.saturating_sub(cpu_before);
+    let threads = collector.cpu_time_by_thread_name()?;
     let wall = started.elapsed();
     collector.stop()?;
+    let mut cpu_share_by_thread: Vec<(String, f64)> = threads
+        .into_iter()
+        .map(|(name, cpu)| {
+            let before = threads_before.get(&name).copied().unwrap_or_default();
+            (name, cpu.saturating_sub(before).as_secs_f64() / wall.as_secs_f64())
+        })
+        .filter(|(_, share)| *share > 0.0)
+        .collect();
+    cpu_share_by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(SteadyState {
         achieved_rate: report.acknowledged_spans_per_second(),
         rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
         rss_mean_mib: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
+        cpu_share_by_thread,
     })
 }
 
@@ -243,12 +258,18 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     println!("{:<44} {:>14.1}", "steady state: RSS max MiB", steady.rss_max_mib);
     println!("{:<44} {:>14.1}", "steady state: RSS mean MiB", steady.rss_mean_mib);
     println!("{:<44} {:>13.1}%", "steady state: CPU, share of one core", steady.cpu_share * 100.0);
+    for (thread, share) in &steady.cpu_share_by_thread {
+        println!("{:<44} {:>13.1}%", format!("  of which {thread} threads"), share * 100.0);
+    }
     println!("{:<44} {:>14.0}", "sustained saturation: acknowledged spans/s", result.sustained_saturation);
     println!("{:<44} {:>14.0}", "half saturation: background spans/s", result.sustained_saturation / 2.0);
     println!("{:<44} {:>14}", "ingest-to-queryable probes", result.probes);
     println!("{:<44} {:>14.1}", "ingest-to-queryable p50 ms", result.queryable_p50.as_secs_f64() * 1e3);
     println!("{:<44} {:>14.1}", "ingest-to-queryable p99 ms", result.queryable_p99.as_secs_f64() * 1e3);
     println!("{:<44} {:>14.1}", "ingest-to-queryable max ms", result.queryable_max.as_secs_f64() * 1e3);
-    println!("steady state: {STEADY_RATE} spans/s target, RSS sampled every 500 ms, CPU = collector utime+stime / wall time");
+    println!(
+        "steady state: {STEADY_RATE} spans/s target, RSS sampled every 500 ms, CPU = collector utime+stime / wall time \
+         (per thread name: /proc/<pid>/task/*/stat of the threads alive at the end)"
+    );
     println!("ingest-to-queryable: from the start of a one-span export to the first SQL count that includes it");
 }

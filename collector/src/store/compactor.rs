@@ -243,6 +243,8 @@ fn current_hour() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn file(name: &str, bytes: u64) -> Arc<FileMeta> {
@@ -287,5 +289,61 @@ mod tests {
     #[test]
     fn the_input_limit_caps_a_tier_too() {
         assert_eq!(picked(&[10, 11, 12, 13], false, 4, 25), [10, 11]);
+    }
+
+    /// How many times an hour of flushes is rewritten, per span, by the merges
+    /// `pick_inputs` chooses while the hour is open and then once it is settled. A flushed
+    /// file holds `spans_per_flush` spans, uncompressed; a merge's output holds its inputs'
+    /// spans compressed, at the sizes the mesh data set has.
+    fn rewrites_per_span(flushes: usize, spans_per_flush: u64, config: &StorageConfig) -> f64 {
+        const FLUSHED_BYTES_PER_SPAN: u64 = 116;
+        let mut spans_of: HashMap<PathBuf, u64> = HashMap::new();
+        let mut files: Vec<Arc<FileMeta>> = Vec::new();
+        let mut rewritten = 0;
+        for flush in 0..flushes {
+            let flushed = file(&format!("{flush}.flush.parquet"), spans_per_flush * FLUSHED_BYTES_PER_SPAN);
+            spans_of.insert(flushed.path.clone(), spans_per_flush);
+            files.push(flushed);
+            rewritten += merge_until_done(&mut files, &mut spans_of, false, config);
+        }
+        rewritten += merge_until_done(&mut files, &mut spans_of, true, config);
+        rewritten as f64 / (flushes as u64 * spans_per_flush) as f64
+    }
+
+    /// Runs the merges `pick_inputs` chooses until it chooses none; returns the spans they
+    /// rewrote.
+    fn merge_until_done(
+        files: &mut Vec<Arc<FileMeta>>,
+        spans_of: &mut HashMap<PathBuf, u64>,
+        settled: bool,
+        config: &StorageConfig,
+    ) -> u64 {
+        const COMPACTED_BYTES_PER_SPAN: u64 = 17;
+        let mut rewritten = 0;
+        loop {
+            let inputs = pick_inputs(files.clone(), settled, config);
+            if inputs.is_empty() {
+                return rewritten;
+            }
+            files.retain(|file| !inputs.contains(file));
+            let spans: u64 = inputs.iter().map(|input| spans_of[&input.path]).sum();
+            rewritten += spans;
+            let output = file(&format!("{}.parquet", spans_of.len()), spans * COMPACTED_BYTES_PER_SPAN);
+            spans_of.insert(output.path.clone(), spans);
+            files.push(output);
+        }
+    }
+
+    #[test]
+    fn an_hour_of_small_flushes_is_rewritten_about_log_min_files_times() {
+        // An hour at 10 000 mesh spans/s: a 16 MB memtable holds about 8000 of them, which
+        // flush as 0.93 MB and compact to about 17 bytes each.
+        let flushes = 10_000 * 3600 / 8000;
+        let default = rewrites_per_span(flushes, 8000, &StorageConfig::default());
+        let wide = rewrites_per_span(flushes, 8000, &StorageConfig { compaction_min_files: 16, ..StorageConfig::default() });
+        println!("rewrites per span in an hour of {flushes} flushes: {default:.2} (8 files a tier), {wide:.2} (16)");
+        // log8(4500 flushes) is 4.0; the settled hour adds its last merges up to the input cap.
+        assert!((3.5..4.5).contains(&default), "{default}");
+        assert!(wide < default - 0.5, "{wide} vs {default}");
     }
 }
