@@ -22,7 +22,7 @@ pub(crate) struct FileMeta {
 }
 
 /// How the name of a flushed file ends. Flushes write uncompressed files (see
-/// `parquet::FLUSH_COMPRESSION`); compaction's outputs end in plain `.parquet`.
+/// `parquet::FileKind`); compaction's outputs end in plain `.parquet`.
 pub(crate) const FLUSHED_SUFFIX: &str = ".flush.parquet";
 
 impl FileMeta {
