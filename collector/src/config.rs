@@ -124,16 +124,20 @@ pub struct StorageConfig {
     pub flush_bytes: usize,
     /// …or once its oldest data is this old.
     pub flush_interval_secs: u64,
-    /// Most rows in a Parquet row group (smaller groups prune better, larger compress better).
+    /// Most rows in a Parquet row group. Smaller groups prune better and take less memory
+    /// to write and to merge (a merge holds a compressed row group of every input); larger
+    /// ones compress a little better.
     pub row_group_rows: usize,
     /// zstd level of compacted Parquet files (1–22). Flushed files are written uncompressed
     /// for speed; compaction rewrites them at this level.
     pub zstd_level: i32,
     /// While an hour is open, compact once it has this many files of similar size (a
-    /// tier); more means fewer rewrites of each byte but more files for queries to open.
+    /// tier); more means fewer rewrites of each byte, but more files for queries to open
+    /// and a row group more in memory per input of a merge.
     pub compaction_min_files: usize,
-    /// Most Parquet bytes one compaction merges (bounds its duration and output file size;
-    /// memory is bounded regardless: inputs are merged as streams).
+    /// Most Parquet bytes one compaction merges. This bounds a merge's duration and the
+    /// size of the files an hour ends with, and so the number of tiers each span climbs,
+    /// one rewrite each (memory is bounded regardless: inputs are merged as streams).
     pub compaction_max_input_bytes: u64,
     /// How often retention runs and hours that are over are checked for compaction (open
     /// hours are compacted as flushes add files).
@@ -147,10 +151,10 @@ impl Default for StorageConfig {
         Self {
             flush_bytes: 16 << 20,
             flush_interval_secs: 60,
-            row_group_rows: 128 * 1024,
+            row_group_rows: 32 * 1024,
             zstd_level: 3,
-            compaction_min_files: 8,
-            compaction_max_input_bytes: 256 << 20,
+            compaction_min_files: 12,
+            compaction_max_input_bytes: 64 << 20,
             maintenance_interval_secs: 30,
             retention_hours: 24 * 7,
         }

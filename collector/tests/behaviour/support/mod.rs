@@ -113,7 +113,7 @@ impl Collector {
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.pid();
-        // std has no portable way to send SIGTERM, and unsafe code is forbidden.
+        // std has no portable way to send SIGTERM, and the workspace denies unsafe code.
         let kill_status = Command::new("kill")
             .arg("-TERM")
             .arg(pid.to_string())
