@@ -353,19 +353,47 @@ mod tests {
         batch.column(1).as_boolean().iter().map(Option::unwrap).collect()
     }
 
-    /// Writes a few sample traces as a file of `kind` and reads back its first row group.
-    fn sample_traces_row_group(kind: FileKind) -> parquet::file::metadata::RowGroupMetaData {
+    /// Writes `spans` sample spans as a file of `kind` and reads back its metadata, page
+    /// index included.
+    fn sample_traces_file(kind: FileKind, spans: u64) -> parquet::file::metadata::ParquetMetaData {
         use parquet::file::reader::{FileReader as _, SerializedFileReader};
+        use parquet::file::serialized_reader::ReadOptionsBuilder;
 
-        let request = crate::test_data::sample_traces_request(3);
+        let request = crate::test_data::sample_traces_request(spans);
         let batch = crate::schema::traces_to_batch(&request, &mut crate::schema::Rejections::default()).expect("rows");
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("traces.parquet");
-        let mut writer = FileWriter::create(&path, Table::Traces, &StorageConfig::default(), kind, 3).expect("created");
+        let mut writer = FileWriter::create(&path, Table::Traces, &StorageConfig::default(), kind, spans).expect("created");
         writer.write(&batch).expect("written");
         writer.finish().expect("finished");
-        let reader = SerializedFileReader::new(File::open(&path).expect("opened")).expect("a parquet file");
-        reader.metadata().row_group(0).clone()
+        let options = ReadOptionsBuilder::new().with_page_index().build();
+        let reader = SerializedFileReader::new_with_options(File::open(&path).expect("opened"), options).expect("a parquet file");
+        reader.metadata().clone()
+    }
+
+    /// Writes a few sample traces as a file of `kind` and reads back its first row group.
+    fn sample_traces_row_group(kind: FileKind) -> parquet::file::metadata::RowGroupMetaData {
+        sample_traces_file(kind, 3).row_group(0).clone()
+    }
+
+    #[test]
+    fn pages_end_near_page_rows_in_every_column_nested_ones_included() {
+        use parquet::file::properties::DEFAULT_WRITE_BATCH_SIZE;
+
+        let spans = 3 * PAGE_ROWS as i64;
+        let metadata = sample_traces_file(FileKind::Compacted, spans as u64);
+        let columns = metadata.row_group(0).columns();
+        let pages = &metadata.offset_index().expect("page index")[0];
+        for name in ["ServiceName", "TraceId", "SpanAttributes.entries.keys"] {
+            let column = columns.iter().position(|column| column.column_path().string() == name).expect(name);
+            let mut bounds: Vec<i64> = pages[column].page_locations().iter().map(|page| page.first_row_index).collect();
+            bounds.push(spans);
+            let rows: Vec<i64> = bounds.windows(2).map(|pair| pair[1] - pair[0]).collect();
+            // The writer checks the limit after each batch of values, so a page of a
+            // repeated column may run past it by part of a batch.
+            let most = (PAGE_ROWS + DEFAULT_WRITE_BATCH_SIZE) as i64;
+            assert!(rows.len() >= 2 && rows.iter().all(|&rows| rows <= most), "{name}: pages of {rows:?} rows");
+        }
     }
 
     fn is_dictionary_encoded(row_group: &parquet::file::metadata::RowGroupMetaData, name: &str) -> bool {
