@@ -1,12 +1,27 @@
 //! Small OTLP requests for unit tests, built from the wire types.
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use prost::Message as _;
 
+use crate::ingest::envelope::TraceExport;
 use crate::ingest::wire::{
     AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
     KeyValueList, Resource, ResourceSpans, ScopeSpans, Span, SpanEvent, SpanLink, Status,
     any_value::Value,
 };
+use crate::schema::{Rejections, traces_to_batch};
+
+/// Converts `request` as ingest does: encoded, decoded down to its spans, then converted.
+pub(crate) fn convert_traces(request: &ExportTraceServiceRequest, rejections: &mut Rejections) -> Option<RecordBatch> {
+    let export = TraceExport::decode(&Bytes::from(request.encode_to_vec())).expect("an encoded request decodes");
+    traces_to_batch(&export, rejections).expect("encoded spans decode")
+}
+
+/// The `otel_traces` rows of [`sample_traces_request`].
+pub(crate) fn sample_traces_batch(spans: u64) -> RecordBatch {
+    convert_traces(&sample_traces_request(spans), &mut Rejections::default()).expect("valid spans")
+}
 
 pub(crate) fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue { key: Bytes::copy_from_slice(key.as_bytes()), value: Some(AnyValue { value: Some(value) }) }

@@ -6,6 +6,7 @@
 
 pub(crate) mod body_limit;
 mod decompress;
+pub mod envelope;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod wire;
@@ -32,7 +33,7 @@ const INLINE_CONVERSION_MAX_BYTES: usize = 1 << 20;
 /// A decoded OTLP export request.
 #[derive(Debug)]
 pub enum Export {
-    Traces(wire::ExportTraceServiceRequest),
+    Traces(envelope::TraceExport),
     Metrics(wire::ExportMetricsServiceRequest),
     Logs(wire::ExportLogsServiceRequest),
 }
@@ -55,6 +56,12 @@ pub enum IngestError {
     Store(StoreError),
 }
 
+impl From<envelope::WireError> for IngestError {
+    fn from(error: envelope::WireError) -> Self {
+        IngestError::Invalid(format!("protobuf: {error}"))
+    }
+}
+
 impl IngestError {
     /// Whether the client should retry (OTLP: 429/502/503/504, UNAVAILABLE…).
     pub fn is_retryable(&self) -> bool {
@@ -65,9 +72,9 @@ impl IngestError {
 impl Export {
     /// Decodes an OTLP protobuf body.
     pub fn decode_protobuf(signal: Signal, body: Bytes) -> Result<Export, IngestError> {
-        let invalid = |error: prost::DecodeError| IngestError::Invalid(format!("protobuf: {error}"));
+        let invalid = |error: prost::DecodeError| IngestError::from(envelope::WireError::Decode(error));
         Ok(match signal {
-            Signal::Traces => Export::Traces(wire::ExportTraceServiceRequest::decode(body).map_err(invalid)?),
+            Signal::Traces => Export::Traces(envelope::TraceExport::decode(&body)?),
             Signal::Metrics => Export::Metrics(wire::ExportMetricsServiceRequest::decode(body).map_err(invalid)?),
             Signal::Logs => Export::Logs(wire::ExportLogsServiceRequest::decode(body).map_err(invalid)?),
         })
@@ -108,12 +115,7 @@ impl Export {
     /// Spans, data points or log records in the request.
     pub fn item_count(&self) -> u64 {
         let count: usize = match self {
-            Export::Traces(request) => request
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum(),
+            Export::Traces(request) => request.span_count(),
             Export::Logs(request) => request
                 .resource_logs
                 .iter()
@@ -133,17 +135,18 @@ impl Export {
         count as u64
     }
 
-    /// Converts the valid items to batches, counting the others in `rejections`.
-    fn to_batches(&self, rejections: &mut Rejections) -> Vec<(Table, RecordBatch)> {
-        match self {
-            Export::Traces(request) => traces_to_batch(request, rejections)
+    /// Converts the valid items to batches, counting the others in `rejections`. Fails if
+    /// a span that was left encoded turns out to be malformed.
+    fn to_batches(&self, rejections: &mut Rejections) -> Result<Vec<(Table, RecordBatch)>, IngestError> {
+        Ok(match self {
+            Export::Traces(request) => traces_to_batch(request, rejections)?
                 .map(|batch| vec![(Table::Traces, batch)])
                 .unwrap_or_default(),
             Export::Logs(request) => logs_to_batch(request, rejections)
                 .map(|batch| vec![(Table::Logs, batch)])
                 .unwrap_or_default(),
             Export::Metrics(request) => metrics_to_batches(request, rejections),
-        }
+        })
     }
 }
 
@@ -215,12 +218,13 @@ impl Ingestor {
         let derive_span_metrics = self.span_metrics.is_some();
         let convert = move || {
             let mut rejections = Rejections::default();
-            let batches = export.to_batches(&mut rejections);
+            let batches = export.to_batches(&mut rejections)?;
             let span_metrics = batches
                 .iter()
                 .filter(|(table, _)| derive_span_metrics && *table == Table::Traces)
                 .find_map(|(_, batch)| SpanMetricsDelta::from_batch(batch));
-            PreparedWrite::new(batches).map(|write| (write, rejections, span_metrics))
+            let write = PreparedWrite::new(batches).map_err(IngestError::Store)?;
+            Ok::<_, IngestError>((write, rejections, span_metrics))
         };
         let prepared = if encoded_len <= INLINE_CONVERSION_MAX_BYTES {
             convert()
@@ -229,7 +233,7 @@ impl Ingestor {
                 .await
                 .map_err(|error| IngestError::Invalid(format!("conversion failed: {error}")))?
         };
-        let (write, rejections, span_metrics) = prepared.map_err(IngestError::Store)?;
+        let (write, rejections, span_metrics) = prepared?;
 
         for (reason, count) in rejections.by_reason() {
             let labels = SignalReasonLabels { signal: signal.as_str(), reason: reason.as_str() };

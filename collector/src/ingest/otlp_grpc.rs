@@ -1,10 +1,11 @@
 //! OTLP/gRPC receiver: the `Export` method of TraceService, MetricsService and LogsService.
 //!
 //! The services are written against tonic's server building blocks rather than
-//! `opentelemetry-proto`'s generated servers because requests decode into [`super::wire`]
-//! types (zero-copy, UTF-8 checked per item). Status codes follow the OTLP specification:
-//! INVALID_ARGUMENT for undecodable requests, RESOURCE_EXHAUSTED over the size cap,
-//! UNAVAILABLE with `RetryInfo` when the collector refuses retryably.
+//! `opentelemetry-proto`'s generated servers because requests decode as OTLP/HTTP bodies
+//! do, with [`Export::decode_protobuf`] (zero-copy, UTF-8 checked per item). Status codes
+//! follow the OTLP specification: INVALID_ARGUMENT for undecodable requests,
+//! RESOURCE_EXHAUSTED over the size cap, UNAVAILABLE with `RetryInfo` when the collector
+//! refuses retryably.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -21,15 +22,14 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::{Export, IngestError, Ingestor, wire};
-use crate::schema::Rejections;
+use super::{Export, IngestError, Ingestor};
+use crate::schema::{Rejections, Signal};
 
-/// One OTLP export service: its name, request and response types.
+/// One OTLP export service: its name, signal and response type.
 pub trait ExportKind: Send + Sync + 'static {
     const SERVICE: &'static str;
-    type Request: Message + Default + Send + 'static;
+    const SIGNAL: Signal;
     type Response: Message + Send + 'static;
-    fn into_export(request: Self::Request) -> Export;
     fn response(rejections: &Rejections) -> Self::Response;
 }
 
@@ -47,11 +47,8 @@ fn partial(rejections: &Rejections) -> Option<(i64, String)> {
 
 impl ExportKind for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    type Request = wire::ExportTraceServiceRequest;
+    const SIGNAL: Signal = Signal::Traces;
     type Response = trace::v1::ExportTraceServiceResponse;
-    fn into_export(request: Self::Request) -> Export {
-        Export::Traces(request)
-    }
     fn response(rejections: &Rejections) -> Self::Response {
         trace::v1::ExportTraceServiceResponse {
             partial_success: partial(rejections).map(|(rejected_spans, error_message)| {
@@ -63,11 +60,8 @@ impl ExportKind for Traces {
 
 impl ExportKind for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    type Request = wire::ExportMetricsServiceRequest;
+    const SIGNAL: Signal = Signal::Metrics;
     type Response = metrics::v1::ExportMetricsServiceResponse;
-    fn into_export(request: Self::Request) -> Export {
-        Export::Metrics(request)
-    }
     fn response(rejections: &Rejections) -> Self::Response {
         metrics::v1::ExportMetricsServiceResponse {
             partial_success: partial(rejections).map(|(rejected_data_points, error_message)| {
@@ -79,11 +73,8 @@ impl ExportKind for Metrics {
 
 impl ExportKind for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    type Request = wire::ExportLogsServiceRequest;
+    const SIGNAL: Signal = Signal::Logs;
     type Response = logs::v1::ExportLogsServiceResponse;
-    fn into_export(request: Self::Request) -> Export {
-        Export::Logs(request)
-    }
     fn response(rejections: &Rejections) -> Self::Response {
         logs::v1::ExportLogsServiceResponse {
             partial_success: partial(rejections).map(|(rejected_log_records, error_message)| {
@@ -163,14 +154,14 @@ fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
 struct WireCodec<K>(PhantomData<fn() -> K>);
 
 /// A decoded request with the size it had on the wire (what admission reserves against).
-struct Sized<T> {
-    message: T,
+struct Sized {
+    export: Export,
     encoded_len: usize,
 }
 
 impl<K: ExportKind> Codec for WireCodec<K> {
     type Encode = K::Response;
-    type Decode = Sized<K::Request>;
+    type Decode = Sized;
     type Encoder = tonic_prost::ProstEncoder<K::Response>;
     type Decoder = WireDecoder<K>;
 
@@ -186,15 +177,15 @@ impl<K: ExportKind> Codec for WireCodec<K> {
 struct WireDecoder<K>(PhantomData<fn() -> K>);
 
 impl<K: ExportKind> Decoder for WireDecoder<K> {
-    type Item = Sized<K::Request>;
+    type Item = Sized;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let bytes = buf.copy_to_bytes(buf.remaining());
         let encoded_len = bytes.len();
-        K::Request::decode(bytes)
-            .map(|message| Some(Sized { message, encoded_len }))
-            .map_err(|error| Status::invalid_argument(format!("protobuf: {error}")))
+        Export::decode_protobuf(K::SIGNAL, bytes)
+            .map(|export| Some(Sized { export, encoded_len }))
+            .map_err(|error| Status::invalid_argument(error.to_string()))
     }
 }
 
@@ -203,15 +194,15 @@ struct ExportUnary<K> {
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K: ExportKind> UnaryService<Sized<K::Request>> for ExportUnary<K> {
+impl<K: ExportKind> UnaryService<Sized> for ExportUnary<K> {
     type Response = K::Response;
     type Future = BoxFuture<tonic::Response<K::Response>, Status>;
 
-    fn call(&mut self, request: tonic::Request<Sized<K::Request>>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Sized>) -> Self::Future {
         let ingestor = self.ingestor.clone();
         Box::pin(async move {
-            let Sized { message, encoded_len } = request.into_inner();
-            match ingestor.export(K::into_export(message), encoded_len).await {
+            let Sized { export, encoded_len } = request.into_inner();
+            match ingestor.export(export, encoded_len).await {
                 Ok(rejections) => Ok(tonic::Response::new(K::response(&rejections))),
                 Err(error) => Err(grpc_status(&error, ingestor.limits().retry_after_secs)),
             }

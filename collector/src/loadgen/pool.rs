@@ -7,8 +7,8 @@ use super::{Generator, Shape, span_count};
 
 /// Pre-generated requests, sent in a cycle.
 ///
-/// Each time the cycle repeats, trace ids are re-keyed (see [`rekey_and_shift`]) so that a
-/// long run does not send the same trace twice, and timestamps are moved forward by the time
+/// Each time the cycle repeats, trace and span ids are re-keyed (see [`rekey_and_shift`])
+/// so that a long run does not send the same trace twice, and timestamps are moved forward by the time
 /// elapsed since generation so that spans stay near "now".
 #[derive(Debug, Clone)]
 pub struct RequestPool {
@@ -105,24 +105,31 @@ impl RequestPool {
 }
 
 /// Makes a copy of a request distinct from earlier copies: XORs the low 8 bytes of every
-/// trace id (spans and links alike, so trees and links stay intact) with `pass`, and moves
-/// every timestamp `shift_nanos` later. Pass 0 keeps trace ids unchanged.
+/// trace id, and every span id, with keys derived from `pass` (spans, parents and links
+/// alike, so trees and links stay intact), and moves every timestamp `shift_nanos` later.
+/// Pass 0 keeps the ids unchanged.
+///
+/// The keys change every byte of an id: a key that left most bytes alone would let the
+/// store compress an id against its earlier copies, flattering bytes per span.
 pub fn rekey_and_shift(request: &mut ExportTraceServiceRequest, pass: u64, shift_nanos: u64) {
-    let key = pass.to_be_bytes();
-    let rekey = |trace_id: &mut Vec<u8>| {
-        if pass == 0 || trace_id.len() != 16 {
-            return;
-        }
-        for (byte, key_byte) in trace_id[8..].iter_mut().zip(key) {
-            *byte ^= key_byte;
+    let trace_key = if pass == 0 { 0 } else { splitmix64(pass) };
+    let span_key = if pass == 0 { 0 } else { splitmix64(trace_key) };
+    let rekey = |id: &mut Vec<u8>, key: u64| {
+        if let Some(low) = id.len().checked_sub(8).and_then(|start| id.get_mut(start..)) {
+            for (byte, key_byte) in low.iter_mut().zip(key.to_be_bytes()) {
+                *byte ^= key_byte;
+            }
         }
     };
     for resource_spans in &mut request.resource_spans {
         for scope_spans in &mut resource_spans.scope_spans {
             for span in &mut scope_spans.spans {
-                rekey(&mut span.trace_id);
+                rekey(&mut span.trace_id, trace_key);
+                rekey(&mut span.span_id, span_key);
+                rekey(&mut span.parent_span_id, span_key);
                 for link in &mut span.links {
-                    rekey(&mut link.trace_id);
+                    rekey(&mut link.trace_id, trace_key);
+                    rekey(&mut link.span_id, span_key);
                 }
                 span.start_time_unix_nano = span.start_time_unix_nano.saturating_add(shift_nanos);
                 span.end_time_unix_nano = span.end_time_unix_nano.saturating_add(shift_nanos);
@@ -132,4 +139,13 @@ pub fn rekey_and_shift(request: &mut ExportTraceServiceRequest, pass: u64, shift
             }
         }
     }
+}
+
+/// SplitMix64's output function: a bijection on `u64` in which every input bit flips each
+/// output bit with probability about one half, so consecutive passes get unrelated keys.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -111,7 +111,7 @@ fn spec_spans_have_ten_twenty_character_attributes() {
 }
 
 #[test]
-fn rekeying_changes_trace_ids_but_keeps_traces_and_links_together() {
+fn rekeying_changes_ids_but_keeps_traces_trees_and_links_together() {
     let original = Generator::new(Shape::Mesh, 5).request(1_000, NOW);
     let mut rekeyed = original.clone();
     rekey_and_shift(&mut rekeyed, 3, 1_000);
@@ -123,8 +123,23 @@ fn rekeying_changes_trace_ids_but_keeps_traces_and_links_together() {
             .len()
     };
     assert_eq!(trace_count(&original), trace_count(&rekeyed));
+    let rekeyed_span_ids: std::collections::HashMap<&[u8], &[u8]> = spans(&original)
+        .zip(spans(&rekeyed))
+        .map(|(before, after)| (&before.span_id[..], &after.span_id[..]))
+        .collect();
     for (before, after) in spans(&original).zip(spans(&rekeyed)) {
         assert_ne!(before.trace_id, after.trace_id);
+        assert_ne!(before.span_id, after.span_id);
+        // Every byte of an id is re-keyed, so no long run of an id's hex repeats.
+        assert_ne!(before.trace_id[8..12], after.trace_id[8..12]);
+        assert_ne!(before.span_id[..4], after.span_id[..4]);
+        if !before.parent_span_id.is_empty() {
+            assert_eq!(
+                after.parent_span_id,
+                rekeyed_span_ids[&before.parent_span_id[..]],
+                "a parent keeps its child"
+            );
+        }
         assert_eq!(
             before.start_time_unix_nano + 1_000,
             after.start_time_unix_nano

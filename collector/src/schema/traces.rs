@@ -12,7 +12,8 @@ use super::attributes::{
     u32_list_builder,
 };
 use super::{Columns as _, RejectReason, Rejections, Table, batch, columns};
-use crate::ingest::wire::{ExportTraceServiceRequest, Span};
+use crate::ingest::envelope::{TraceExport, WireError, decode_span};
+use crate::ingest::wire::Span;
 
 columns! {
     /// The columns of `otel_traces`.
@@ -110,14 +111,16 @@ impl TraceColumns {
 }
 
 /// Converts the valid spans of a request into one `otel_traces` batch; invalid spans are
-/// counted in `rejections` and left out. Returns `None` when no span was valid.
+/// counted in `rejections` and left out. Returns `None` when no span was valid, and an
+/// error when a span is not valid protobuf.
 pub fn traces_to_batch(
-    request: &ExportTraceServiceRequest,
+    request: &TraceExport,
     rejections: &mut Rejections,
-) -> Option<RecordBatch> {
+) -> Result<Option<RecordBatch>, WireError> {
     let mut columns = TraceColumns::default();
     let mut rows = 0usize;
     let mut scratch = String::new();
+    let mut span = Span::default();
     for resource_spans in &request.resource_spans {
         for scope_spans in &resource_spans.scope_spans {
             let checked = check_resource_and_scope(
@@ -135,10 +138,11 @@ pub fn traces_to_batch(
                 scope_spans.scope.as_ref(),
                 &scope_spans.schema_url,
             );
-            for span in &scope_spans.spans {
-                match check_span(span) {
+            for encoded in &scope_spans.spans {
+                decode_span(encoded, &mut span)?;
+                match check_span(&span) {
                     Ok(start) => {
-                        columns.append(&context, span, start, &mut scratch);
+                        columns.append(&context, &span, start, &mut scratch);
                         rows += 1;
                     }
                     Err(reason) => rejections.add(reason, 1),
@@ -147,9 +151,9 @@ pub fn traces_to_batch(
         }
     }
     if rows == 0 {
-        return None;
+        return Ok(None);
     }
-    Some(batch(Table::Traces, columns.finish_arrays()))
+    Ok(Some(batch(Table::Traces, columns.finish_arrays())))
 }
 
 /// Validates a span, returning its start time as stored.
@@ -217,7 +221,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::test_data::{request_with, sample_traces_request, span};
+    use crate::test_data::{convert_traces, request_with, sample_traces_request, span};
 
     fn map_row(map: &MapArray, row: usize) -> Vec<(String, String)> {
         let entries = map.value(row);
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn spans_keep_ids_times_and_every_attribute_value() {
         let mut rejections = Rejections::default();
-        let batch = traces_to_batch(&sample_traces_request(2), &mut rejections).expect("rows");
+        let batch = convert_traces(&sample_traces_request(2), &mut rejections).expect("rows");
         assert_eq!(rejections.total(), 0);
         assert_eq!(batch.num_rows(), 2);
         let column = |name: &str| batch.column_by_name(name).expect(name).clone();
@@ -280,7 +284,7 @@ mod tests {
         let request = request_with(vec![valid, zero_trace, short_span_id, backwards, bad_utf8, bad_attribute]);
 
         let mut rejections = Rejections::default();
-        let batch = traces_to_batch(&request, &mut rejections).expect("the valid span");
+        let batch = convert_traces(&request, &mut rejections).expect("the valid span");
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(rejections.total(), 5);
         let reasons: Vec<_> = rejections.by_reason().collect();

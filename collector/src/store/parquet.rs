@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, Int64Array};
 use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
-use arrow::datatypes::{TimestampNanosecondType, UInt64Type};
+use arrow::datatypes::{DataType, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -21,7 +21,7 @@ use datafusion::logical_expr::SortExpr;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, ident};
 use futures::StreamExt as _;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
+use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -193,8 +193,12 @@ impl FileWriter {
         for column in unpruned_columns(table)? {
             properties = properties.set_column_statistics_enabled(column, EnabledStatistics::None);
         }
-        for column in unique_value_columns(table) {
-            properties = properties.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        for name in unique_value_columns(table) {
+            let column = ColumnPath::from(*name);
+            properties = properties.set_column_dictionary_enabled(column.clone(), false);
+            if table.schema().field_with_name(name).is_ok_and(|field| field.data_type() == &DataType::Utf8) {
+                properties = properties.set_column_encoding(column, Encoding::DELTA_LENGTH_BYTE_ARRAY);
+            }
         }
         if table.schema().field_with_name("TraceId").is_ok() {
             let column = ColumnPath::from("TraceId");
@@ -253,10 +257,16 @@ fn pruning_string_columns(table: Table) -> &'static [&'static str] {
 }
 
 /// Columns whose values are all but unique: a dictionary of them would cost time (hashing
-/// every value) and space, and be abandoned anyway once it outgrew its page.
+/// every value) and space, and be abandoned anyway once it outgrew its page. A parent id
+/// repeats once per sibling, but siblings are rarely neighbours in the sort order (without
+/// its dictionary `ParentSpanId` took 1.3 bytes less per mesh span).
+///
+/// The string ones are written `DELTA_LENGTH_BYTE_ARRAY`: all lengths first, then all
+/// bytes, so that zstd sees only hex digits rather than a length between every two ids.
+/// That took 2.3 bytes off each mesh span (39.0 to 36.7).
 fn unique_value_columns(table: Table) -> &'static [&'static str] {
     match table {
-        Table::Traces => &["SpanId", "Timestamp", "Duration"],
+        Table::Traces => &["SpanId", "ParentSpanId", "Timestamp", "Duration"],
         _ => &[],
     }
 }
@@ -359,8 +369,7 @@ mod tests {
         use parquet::file::reader::{FileReader as _, SerializedFileReader};
         use parquet::file::serialized_reader::ReadOptionsBuilder;
 
-        let request = crate::test_data::sample_traces_request(spans);
-        let batch = crate::schema::traces_to_batch(&request, &mut crate::schema::Rejections::default()).expect("rows");
+        let batch = crate::test_data::sample_traces_batch(spans);
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("traces.parquet");
         let mut writer = FileWriter::create(&path, Table::Traces, &StorageConfig::default(), kind, spans).expect("created");
@@ -396,9 +405,15 @@ mod tests {
         }
     }
 
+    fn column<'a>(
+        row_group: &'a parquet::file::metadata::RowGroupMetaData,
+        name: &str,
+    ) -> &'a parquet::file::metadata::ColumnChunkMetaData {
+        row_group.columns().iter().find(|column| column.column_path().string() == name).expect(name)
+    }
+
     fn is_dictionary_encoded(row_group: &parquet::file::metadata::RowGroupMetaData, name: &str) -> bool {
-        let column = row_group.columns().iter().find(|column| column.column_path().string() == name).expect(name);
-        column.dictionary_page_offset().is_some()
+        column(row_group, name).dictionary_page_offset().is_some()
     }
 
     #[test]
@@ -426,8 +441,14 @@ mod tests {
         for kind in [FileKind::Flushed, FileKind::Compacted] {
             let row_group = sample_traces_row_group(kind);
             assert!(is_dictionary_encoded(&row_group, "ServiceName"), "{kind:?}");
-            assert!(!is_dictionary_encoded(&row_group, "SpanId"), "{kind:?}");
-            assert!(!is_dictionary_encoded(&row_group, "Timestamp"), "{kind:?}");
+            assert!(is_dictionary_encoded(&row_group, "TraceId"), "{kind:?}");
+            for unique in ["SpanId", "ParentSpanId", "Timestamp"] {
+                assert!(!is_dictionary_encoded(&row_group, unique), "{unique} {kind:?}");
+            }
+            for id in ["SpanId", "ParentSpanId"] {
+                let encodings = column(&row_group, id).encodings().collect::<Vec<_>>();
+                assert!(encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY), "{id} {kind:?}: {encodings:?}");
+            }
         }
     }
 
@@ -436,8 +457,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut inputs = Vec::new();
         for traces in [2, 3] {
-            let request = crate::test_data::sample_traces_request(traces);
-            let batch = crate::schema::traces_to_batch(&request, &mut crate::schema::Rejections::default()).expect("rows");
+            let batch = crate::test_data::sample_traces_batch(traces);
             let files = write_partitions(dir.path(), Table::Traces, &[batch], &StorageConfig::default()).expect("flushed");
             for file in files {
                 fs::rename(tmp_path(&file.path), &file.path).expect("committed");

@@ -226,12 +226,10 @@ fn decode_record(bytes: &[u8]) -> Option<(Table, Vec<RecordBatch>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::traces_to_batch;
-    use crate::test_data::sample_traces_request;
+    use crate::test_data::sample_traces_batch;
 
     fn sample_batch() -> RecordBatch {
-        let mut rejections = Default::default();
-        traces_to_batch(&sample_traces_request(3), &mut rejections).expect("valid spans")
+        sample_traces_batch(3)
     }
 
     fn temp_dir(name: &str) -> PathBuf {
