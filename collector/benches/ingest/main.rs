@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p meshlight-collector --bench ingest
 //! MESHLIGHT_BENCH_SPANS=1000000 MESHLIGHT_BENCH_SHAPES=mesh cargo bench -p meshlight-collector --bench ingest
+//! cargo bench --profile dist -p meshlight-collector --bench ingest   # the deployment build
 //! ```
 //!
 //! For every shape (spec, mesh) one row of:
