@@ -18,8 +18,10 @@ use super::wire::{InstrumentationScope, Resource, Span};
 /// Why a request is not valid protobuf.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// The envelope (request, resource, scope) does not parse.
     #[error("{0}")]
     Malformed(&'static str),
+    /// prost could not decode a message inside it: a resource, a scope or a span.
     #[error(transparent)]
     Decode(#[from] prost::DecodeError),
 }
