@@ -125,15 +125,15 @@ pub struct StorageConfig {
     /// …or once its oldest data is this old.
     pub flush_interval_secs: u64,
     /// Most rows in a Parquet row group. Smaller groups prune better and take less memory
-    /// to write and to merge (a merge holds a compressed row group of every input); larger
-    /// ones compress a little better.
+    /// to write (a writer holds the compressed row group it is writing); larger ones
+    /// compress a little better.
     pub row_group_rows: usize,
     /// zstd level of compacted Parquet files (1–22). Flushed files are written uncompressed
     /// for speed; compaction rewrites them at this level.
     pub zstd_level: i32,
     /// While an hour is open, compact once it has this many files of similar size (a
     /// tier); more means fewer rewrites of each byte, but more files for queries to open
-    /// and a row group more in memory per input of a merge.
+    /// and more memory for a merge, which decodes a batch of every input at a time.
     pub compaction_min_files: usize,
     /// Most Parquet bytes one compaction merges. This bounds a merge's duration and the
     /// size of the files an hour ends with, and so the number of tiers each span climbs,
@@ -149,7 +149,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            flush_bytes: 16 << 20,
+            flush_bytes: 10 << 20,
             flush_interval_secs: 60,
             row_group_rows: 32 * 1024,
             zstd_level: 3,

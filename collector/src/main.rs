@@ -93,7 +93,7 @@ struct ServeArgs {
     /// wal.group_commit_max_bytes: most bytes per group commit [default: 16777216].
     #[arg(long)]
     group_commit_max_bytes: Option<usize>,
-    /// storage.flush_bytes: memtable size that triggers a flush to Parquet [default: 16777216].
+    /// storage.flush_bytes: memtable size that triggers a flush to Parquet [default: 10485760].
     #[arg(long)]
     flush_bytes: Option<usize>,
     /// storage.flush_interval_secs: memtable age that triggers a flush [default: 60].

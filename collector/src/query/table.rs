@@ -66,7 +66,7 @@ impl TableProvider for StoreTable {
             // The session's statistics cache outlives this scan's table: a file's statistics
             // are read once, not at every query.
             let statistics = state.runtime_env().cache_manager.get_file_statistic_cache();
-            let files = files_as_table(self.table, &snapshot.files, false)?.with_cache(statistics);
+            let files = files_as_table(self.table, &snapshot.files)?.with_cache(statistics);
             plans.push(files.scan(state, projection, filters, limit).await?);
         }
         UnionExec::try_new(plans)

@@ -16,6 +16,7 @@ mod commit;
 mod compactor;
 mod flusher;
 mod memtable;
+mod merge;
 mod metric_catalog;
 mod parquet;
 pub mod wal;
@@ -265,10 +266,7 @@ impl Store {
         };
         let compactor = {
             let shared = shared.clone();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .map_err(StoreError::io("start the compaction runtime"))?;
-            spawn("meshlight-compact", Box::new(move || compactor::run(&shared, runtime, &compaction_rx)))?
+            spawn("meshlight-compact", Box::new(move || compactor::run(&shared, &compaction_rx)))?
         };
         let flusher = {
             let shared = shared.clone();
