@@ -299,4 +299,24 @@ mod tests {
         );
         assert!(rejections.message().contains("invalid_utf8"));
     }
+
+    #[test]
+    fn converted_batches_hold_no_spare_capacity() {
+        use prost::Message as _;
+
+        use crate::loadgen::{RequestPool, Shape};
+
+        let pool = RequestPool::generate(Shape::Mesh, 7, 1, 500, 1_700_000_000_000_000_000);
+        let encoded = Bytes::from(pool.requests()[0].encode_to_vec());
+        let export = TraceExport::decode(&encoded).expect("an encoded request decodes");
+        let batch = traces_to_batch(&export, &mut Rejections::default()).expect("spans decode").expect("rows");
+        let held = batch.get_array_memory_size();
+        let (_, columns, _) = batch.into_parts();
+        let mut needed = 0;
+        for mut column in columns {
+            std::sync::Arc::get_mut(&mut column).expect("a batch's own column").shrink_to_fit();
+            needed += column.get_array_memory_size();
+        }
+        assert_eq!(held, needed);
+    }
 }
