@@ -63,8 +63,7 @@ impl SortedMerge {
         for path in paths {
             let mut reader = merge.layout.reader(path, batch_rows)?;
             if let Some((batch, keys)) = merge.layout.read(&mut reader, path)? {
-                let source = merge.sources.len();
-                merge.sources.push(batch.clone());
+                let source = add_source(&mut merge.sources, &batch);
                 merge.heap.push(Input { path: path.clone(), reader, batch, keys, next: 0, source });
             }
         }
@@ -83,8 +82,7 @@ impl SortedMerge {
             if least.next == least.batch.num_rows() {
                 match self.layout.read(&mut least.reader, &least.path)? {
                     Some((batch, keys)) => {
-                        least.source = self.sources.len();
-                        self.sources.push(batch.clone());
+                        least.source = add_source(&mut self.sources, &batch);
                         (least.batch, least.keys, least.next) = (batch, keys, 0);
                     }
                     None => {
@@ -103,8 +101,7 @@ impl SortedMerge {
         // Let go of the batches no input is merging any more.
         self.sources.clear();
         for input in &mut self.heap {
-            input.source = self.sources.len();
-            self.sources.push(input.batch.clone());
+            input.source = add_source(&mut self.sources, &input.batch);
         }
         Ok(Some(batch))
     }
@@ -114,6 +111,12 @@ impl Input {
     fn key(&self) -> Row<'_> {
         self.keys.row(self.next)
     }
+}
+
+/// Adds `batch` to the sources of output rows and returns its index there.
+fn add_source(sources: &mut Vec<RecordBatch>, batch: &RecordBatch) -> usize {
+    sources.push(batch.clone());
+    sources.len() - 1
 }
 
 /// Restores the heap order below `parent`, whose key may have grown.
