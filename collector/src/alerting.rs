@@ -88,9 +88,8 @@ pub struct IngestWriter {
 impl SampleWriter for IngestWriter {
     async fn write(&self, samples: Vec<WrittenSample>) -> Result<(), QueryError> {
         let request = gauges(&samples);
-        let encoded_len = prost::Message::encoded_len(&request);
         self.ingestor
-            .export(Export::Metrics(request), encoded_len)
+            .export(Export::metrics(request))
             .await
             .map(drop)
             .map_err(|error| QueryError::Unavailable(error.to_string()))

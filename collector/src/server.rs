@@ -190,8 +190,7 @@ async fn write_span_metrics(span_metrics: &SpanMetrics, ingestor: &Ingestor) {
     let Some(request) = span_metrics.take_export() else {
         return;
     };
-    let encoded_len = prost::Message::encoded_len(&request);
-    if let Err(error) = ingestor.export(Export::Metrics(request), encoded_len).await {
+    if let Err(error) = ingestor.export(Export::metrics(request)).await {
         span_metrics.count_failed_write();
         tracing::warn!(%error, "span metrics not written; retrying next interval");
     }

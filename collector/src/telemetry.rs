@@ -44,7 +44,7 @@ pub struct SelfMetrics {
     pub wal_replayed_records: Counter,
     /// WAL segments found with a torn or corrupt tail on replay.
     pub wal_damaged_segments: Counter,
-    /// Bytes skipped in torn or corrupt WAL tails on replay.
+    /// Bytes skipped on replay: torn or corrupt WAL tails, and records that no longer convert.
     pub wal_skipped_bytes: Counter,
     pub memtable_bytes: Gauge,
     pub flush_seconds: Histogram,
@@ -96,7 +96,7 @@ impl Default for SelfMetrics {
         registry.register("wal_fsync_seconds", "WAL fsync latency", m.wal_fsync_seconds.clone());
         registry.register("wal_replayed_records", "WAL records replayed at start", m.wal_replayed_records.clone());
         registry.register("wal_damaged_segments", "WAL segments with a torn or corrupt tail at replay", m.wal_damaged_segments.clone());
-        registry.register("wal_skipped_bytes", "Bytes of torn or corrupt WAL tails skipped at replay", m.wal_skipped_bytes.clone());
+        registry.register("wal_skipped_bytes", "Bytes of WAL records skipped at replay: torn or corrupt tails, and requests that no longer convert", m.wal_skipped_bytes.clone());
         registry.register("memtable_bytes", "Arrow bytes held in the memtable", m.memtable_bytes.clone());
         registry.register("flush_seconds", "Duration of memtable flushes to Parquet", m.flush_seconds.clone());
         registry.register("flush_failures", "Flushes that failed and will be retried", m.flush_failures.clone());

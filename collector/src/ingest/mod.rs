@@ -22,7 +22,7 @@ use crate::schema::{
     Rejections, Signal, Table, logs_to_batch, metric_data_points, metrics_to_batches,
     traces_to_batch,
 };
-use crate::spanmetrics::{SpanMetrics, SpanMetricsDelta};
+use crate::spanmetrics::SpanMetrics;
 use crate::store::{PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
 
@@ -30,9 +30,16 @@ use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
 /// worker, so that a 64 MiB request cannot stall other connections.
 const INLINE_CONVERSION_MAX_BYTES: usize = 1 << 20;
 
-/// A decoded OTLP export request.
+/// A decoded OTLP export request, and the protobuf it was decoded from (which the WAL
+/// logs).
 #[derive(Debug)]
-pub enum Export {
+pub struct Export {
+    request: Request,
+    protobuf: Bytes,
+}
+
+#[derive(Debug)]
+enum Request {
     Traces(envelope::TraceExport),
     Metrics(wire::ExportMetricsServiceRequest),
     Logs(wire::ExportLogsServiceRequest),
@@ -73,11 +80,18 @@ impl Export {
     /// Decodes an OTLP protobuf body.
     pub fn decode_protobuf(signal: Signal, body: Bytes) -> Result<Export, IngestError> {
         let invalid = |error: prost::DecodeError| IngestError::from(envelope::WireError::Decode(error));
-        Ok(match signal {
-            Signal::Traces => Export::Traces(envelope::TraceExport::decode(&body)?),
-            Signal::Metrics => Export::Metrics(wire::ExportMetricsServiceRequest::decode(body).map_err(invalid)?),
-            Signal::Logs => Export::Logs(wire::ExportLogsServiceRequest::decode(body).map_err(invalid)?),
-        })
+        let request = match signal {
+            Signal::Traces => Request::Traces(envelope::TraceExport::decode(&body)?),
+            Signal::Metrics => Request::Metrics(wire::ExportMetricsServiceRequest::decode(body.clone()).map_err(invalid)?),
+            Signal::Logs => Request::Logs(wire::ExportLogsServiceRequest::decode(body.clone()).map_err(invalid)?),
+        };
+        Ok(Export { request, protobuf: body })
+    }
+
+    /// A metrics request the collector made itself (span-derived metrics, alert states).
+    pub fn metrics(request: wire::ExportMetricsServiceRequest) -> Export {
+        let protobuf = Bytes::from(request.encode_to_vec());
+        Export { request: Request::Metrics(request), protobuf }
     }
 
     /// Decodes an OTLP/JSON body (hex ids, lowerCamelCase names, enums as integers).
@@ -105,24 +119,24 @@ impl Export {
     }
 
     pub fn signal(&self) -> Signal {
-        match self {
-            Export::Traces(_) => Signal::Traces,
-            Export::Metrics(_) => Signal::Metrics,
-            Export::Logs(_) => Signal::Logs,
+        match self.request {
+            Request::Traces(_) => Signal::Traces,
+            Request::Metrics(_) => Signal::Metrics,
+            Request::Logs(_) => Signal::Logs,
         }
     }
 
     /// Spans, data points or log records in the request.
     pub fn item_count(&self) -> u64 {
-        let count: usize = match self {
-            Export::Traces(request) => request.span_count(),
-            Export::Logs(request) => request
+        let count: usize = match &self.request {
+            Request::Traces(request) => request.span_count(),
+            Request::Logs(request) => request
                 .resource_logs
                 .iter()
                 .flat_map(|r| &r.scope_logs)
                 .map(|s| s.log_records.len())
                 .sum(),
-            Export::Metrics(request) => {
+            Request::Metrics(request) => {
                 return request
                     .resource_metrics
                     .iter()
@@ -137,15 +151,15 @@ impl Export {
 
     /// Converts the valid items to batches, counting the others in `rejections`. Fails if
     /// a span that was left encoded turns out to be malformed.
-    fn to_batches(&self, rejections: &mut Rejections) -> Result<Vec<(Table, RecordBatch)>, IngestError> {
-        Ok(match self {
-            Export::Traces(request) => traces_to_batch(request, rejections)?
+    pub(crate) fn to_batches(&self, rejections: &mut Rejections) -> Result<Vec<(Table, RecordBatch)>, IngestError> {
+        Ok(match &self.request {
+            Request::Traces(request) => traces_to_batch(request, rejections)?
                 .map(|batch| vec![(Table::Traces, batch)])
                 .unwrap_or_default(),
-            Export::Logs(request) => logs_to_batch(request, rejections)
+            Request::Logs(request) => logs_to_batch(request, rejections)
                 .map(|batch| vec![(Table::Logs, batch)])
                 .unwrap_or_default(),
-            Export::Metrics(request) => metrics_to_batches(request, rejections),
+            Request::Metrics(request) => metrics_to_batches(request, rejections),
         })
     }
 }
@@ -198,15 +212,15 @@ impl Ingestor {
     }
 
     /// Stores the valid items of `export` and returns what was rejected as invalid (for the
-    /// partial-success response). `encoded_len` is the decompressed request size, used to
-    /// reserve memory before converting.
-    pub async fn export(&self, export: Export, encoded_len: usize) -> Result<Rejections, IngestError> {
+    /// partial-success response).
+    pub async fn export(&self, export: Export) -> Result<Rejections, IngestError> {
         let signal = export.signal();
+        let encoded_len = export.protobuf.len();
         let items = export.item_count();
         let labels = SignalLabels { signal: signal.as_str() };
         self.metrics.items_received.get_or_create(&labels).inc_by(items);
 
-        // Arrow plus its WAL encoding take roughly three times the protobuf size.
+        // Arrow takes roughly three times the protobuf size.
         let admission = match self.store.admit(encoded_len.saturating_mul(3)) {
             Ok(admission) => admission,
             Err(refusal) => {
@@ -219,12 +233,12 @@ impl Ingestor {
         let convert = move || {
             let mut rejections = Rejections::default();
             let batches = export.to_batches(&mut rejections)?;
-            let span_metrics = batches
+            let spans = batches
                 .iter()
-                .filter(|(table, _)| derive_span_metrics && *table == Table::Traces)
-                .find_map(|(_, batch)| SpanMetricsDelta::from_batch(batch));
-            let write = PreparedWrite::new(batches).map_err(IngestError::Store)?;
-            Ok::<_, IngestError>((write, rejections, span_metrics))
+                .find(|(table, _)| derive_span_metrics && *table == Table::Traces)
+                .map(|(_, batch)| batch.clone());
+            let write = PreparedWrite::otlp(signal, export.protobuf, batches).map_err(IngestError::Store)?;
+            Ok::<_, IngestError>((write, rejections, spans))
         };
         let prepared = if encoded_len <= INLINE_CONVERSION_MAX_BYTES {
             convert()
@@ -233,7 +247,7 @@ impl Ingestor {
                 .await
                 .map_err(|error| IngestError::Invalid(format!("conversion failed: {error}")))?
         };
-        let (write, rejections, span_metrics) = prepared?;
+        let (write, rejections, spans) = prepared?;
 
         for (reason, count) in rejections.by_reason() {
             let labels = SignalReasonLabels { signal: signal.as_str(), reason: reason.as_str() };
@@ -254,8 +268,8 @@ impl Ingestor {
         drop(admission);
         self.metrics.items_accepted.get_or_create(&labels).inc_by(valid_items);
         // Only acknowledged spans count: a refused request will be retried by its client.
-        if let (Some(all), Some(delta)) = (&self.span_metrics, span_metrics) {
-            all.merge(delta);
+        if let (Some(span_metrics), Some(spans)) = (&self.span_metrics, spans) {
+            span_metrics.record(&spans);
         }
         Ok(rejections)
     }

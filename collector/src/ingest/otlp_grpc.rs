@@ -153,15 +153,9 @@ fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
 /// `Bytes` first makes each field a plain slice: the same zero-copy result, cheaper.
 struct WireCodec<K>(PhantomData<fn() -> K>);
 
-/// A decoded request with the size it had on the wire (what admission reserves against).
-struct Sized {
-    export: Export,
-    encoded_len: usize,
-}
-
 impl<K: ExportKind> Codec for WireCodec<K> {
     type Encode = K::Response;
-    type Decode = Sized;
+    type Decode = Export;
     type Encoder = tonic_prost::ProstEncoder<K::Response>;
     type Decoder = WireDecoder<K>;
 
@@ -177,14 +171,13 @@ impl<K: ExportKind> Codec for WireCodec<K> {
 struct WireDecoder<K>(PhantomData<fn() -> K>);
 
 impl<K: ExportKind> Decoder for WireDecoder<K> {
-    type Item = Sized;
+    type Item = Export;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        let encoded_len = bytes.len();
         Export::decode_protobuf(K::SIGNAL, bytes)
-            .map(|export| Some(Sized { export, encoded_len }))
+            .map(Some)
             .map_err(|error| Status::invalid_argument(error.to_string()))
     }
 }
@@ -194,15 +187,14 @@ struct ExportUnary<K> {
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K: ExportKind> UnaryService<Sized> for ExportUnary<K> {
+impl<K: ExportKind> UnaryService<Export> for ExportUnary<K> {
     type Response = K::Response;
     type Future = BoxFuture<tonic::Response<K::Response>, Status>;
 
-    fn call(&mut self, request: tonic::Request<Sized>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Export>) -> Self::Future {
         let ingestor = self.ingestor.clone();
         Box::pin(async move {
-            let Sized { export, encoded_len } = request.into_inner();
-            match ingestor.export(export, encoded_len).await {
+            match ingestor.export(request.into_inner()).await {
                 Ok(rejections) => Ok(tonic::Response::new(K::response(&rejections))),
                 Err(error) => Err(grpc_status(&error, ingestor.limits().retry_after_secs)),
             }

@@ -72,12 +72,11 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
 
     let result = async {
         let body = decompress(encoding, body, ingestor.limits().max_request_bytes)?;
-        let decoded_len = body.len();
         let export = match format {
             Format::Protobuf => Export::decode_protobuf(signal, body)?,
             Format::Json => Export::decode_json(signal, &body)?,
         };
-        ingestor.export(export, decoded_len).await
+        ingestor.export(export).await
     }
     .await;
 

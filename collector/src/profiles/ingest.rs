@@ -201,7 +201,7 @@ impl ProfileIngestor {
         let batches = profile_rows_to_batches(upload, rows);
         let bytes = batches.iter().map(|(_, batch)| batch.get_array_memory_size()).sum::<usize>();
         let admission = self.store.admit(bytes.saturating_mul(2)).map_err(ProfileIngestError::Refused)?;
-        let write = PreparedWrite::new(batches).map_err(ProfileIngestError::Store)?;
+        let write = PreparedWrite::batches(batches).map_err(ProfileIngestError::Store)?;
         self.store.write(write).await.map_err(|error| match error {
             StoreError::ShuttingDown => ProfileIngestError::Refused(Refusal::ShuttingDown),
             other => ProfileIngestError::Store(other),

@@ -5,13 +5,14 @@
 //! named and shaped like the OpenTelemetry Collector's spanmetrics connector, with the slowest
 //! span of each interval as the exemplar.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::datatypes::{TimestampNanosecondType, UInt64Type};
 use bytes::Bytes;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{Equivalent, HashMap};
 
 use crate::config::SpanMetricsConfig;
 use crate::ingest::wire::{
@@ -34,17 +35,27 @@ const BOUNDS: [f64; 14] = [
 /// OTLP `AGGREGATION_TEMPORALITY_CUMULATIVE`.
 const CUMULATIVE: i32 = 2;
 
-/// The dimensions of one series. The overflow series has none, and the attribute
-/// `otel.metric.overflow=true` instead.
+/// The dimensions of one series: service, span name, and span kind and status code as
+/// `otel_traces` spells them (`Server`, `Ok`). The overflow series has none.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum SeriesKey {
-    Span {
-        service: String,
-        span_name: String,
-        kind: String,
-        status: String,
-    },
-    Overflow,
+struct SeriesKey([String; 4]);
+
+/// A series' dimensions borrowed from a batch, to find the series without allocating a key.
+/// It hashes exactly as the [`SeriesKey`] it stands for: both derive `Hash` over four
+/// strings.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Dimensions<'a>([&'a str; 4]);
+
+impl Equivalent<SeriesKey> for Dimensions<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        self.0 == key.0
+    }
+}
+
+impl Dimensions<'_> {
+    fn to_key(&self) -> SeriesKey {
+        SeriesKey(self.0.map(str::to_owned))
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -77,92 +88,56 @@ impl Series {
             self.exemplar = Some(exemplar());
         }
     }
+}
 
-    fn merge(&mut self, other: Series) {
-        self.calls += other.calls;
-        self.seconds_sum += other.seconds_sum;
-        for (total, added) in self.buckets.iter_mut().zip(other.buckets) {
-            *total += added;
-        }
-        if let Some(candidate) = other.exemplar
-            && self
-                .exemplar
-                .as_ref()
-                .is_none_or(|slowest| candidate.seconds > slowest.seconds)
-        {
-            self.exemplar = Some(candidate);
+/// The columns of an `otel_traces` batch that span metrics read.
+struct SpanColumns<'a> {
+    dimensions: [&'a StringArray; 4],
+    trace_id: &'a StringArray,
+    span_id: &'a StringArray,
+    duration: &'a UInt64Array,
+    timestamp: &'a TimestampNanosecondArray,
+}
+
+impl<'a> SpanColumns<'a> {
+    /// `None` if the batch lacks a column (never for batches built by `schema::traces`).
+    fn of(batch: &'a RecordBatch) -> Option<Self> {
+        let text = |name: &str| batch.column_by_name(name)?.as_string_opt::<i32>();
+        Some(SpanColumns {
+            dimensions: [text("ServiceName")?, text("SpanName")?, text("SpanKind")?, text("StatusCode")?],
+            trace_id: text("TraceId")?,
+            span_id: text("SpanId")?,
+            duration: batch.column_by_name("Duration")?.as_primitive_opt::<UInt64Type>()?,
+            timestamp: batch.column_by_name("Timestamp")?.as_primitive_opt::<TimestampNanosecondType>()?,
+        })
+    }
+
+    fn dimensions(&self, row: usize) -> Dimensions<'a> {
+        Dimensions(self.dimensions.map(|column| column.value(row)))
+    }
+
+    fn exemplar(&self, row: usize, seconds: f64) -> Exemplar {
+        Exemplar {
+            trace_id: Bytes::from(hex::decode(self.trace_id.value(row)).unwrap_or_default()),
+            span_id: Bytes::from(hex::decode(self.span_id.value(row)).unwrap_or_default()),
+            seconds,
+            time_unix_nano: u64::try_from(self.timestamp.value(row)).unwrap_or_default(),
         }
     }
 }
 
-/// The series of one `otel_traces` batch, computed while the request is converted.
-#[derive(Debug, Default)]
-pub struct SpanMetricsDelta {
+/// Every series since start. Past `max_series`, spans of new series go to `overflow`.
+#[derive(Default)]
+struct AllSeries {
     series: HashMap<SeriesKey, Series>,
-}
-
-impl SpanMetricsDelta {
-    /// Aggregates an `otel_traces` batch; `None` if it lacks the columns (never for batches
-    /// built by `schema::traces`).
-    pub fn from_batch(batch: &RecordBatch) -> Option<SpanMetricsDelta> {
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|column| column.as_string_opt::<i32>())
-        };
-        let (service, span_name, kind, status) = (
-            text("ServiceName")?,
-            text("SpanName")?,
-            text("SpanKind")?,
-            text("StatusCode")?,
-        );
-        let (trace_id, span_id) = (text("TraceId")?, text("SpanId")?);
-        let duration = batch
-            .column_by_name("Duration")?
-            .as_primitive_opt::<UInt64Type>()?;
-        let timestamp = batch
-            .column_by_name("Timestamp")?
-            .as_primitive_opt::<TimestampNanosecondType>()?;
-
-        // Keyed by the batch's own strings first: owned keys are made once per series, not
-        // once per span.
-        let mut by_key: HashMap<[&str; 4], Series> = HashMap::new();
-        for row in 0..batch.num_rows() {
-            let key = [
-                service.value(row),
-                span_name.value(row),
-                kind.value(row),
-                status.value(row),
-            ];
-            let seconds = duration.value(row) as f64 / 1e9;
-            by_key.entry(key).or_default().record(seconds, || Exemplar {
-                trace_id: Bytes::from(hex::decode(trace_id.value(row)).unwrap_or_default()),
-                span_id: Bytes::from(hex::decode(span_id.value(row)).unwrap_or_default()),
-                seconds,
-                time_unix_nano: u64::try_from(timestamp.value(row)).unwrap_or_default(),
-            });
-        }
-        let series = by_key
-            .into_iter()
-            .map(|([service, span_name, kind, status], series)| {
-                let key = SeriesKey::Span {
-                    service: service.to_owned(),
-                    span_name: span_name.to_owned(),
-                    kind: format!("SPAN_KIND_{}", kind.to_ascii_uppercase()),
-                    status: format!("STATUS_CODE_{}", status.to_ascii_uppercase()),
-                };
-                (key, series)
-            })
-            .collect();
-        Some(SpanMetricsDelta { series })
-    }
+    overflow: Option<Series>,
 }
 
 /// The cumulative series since start, bounded by `max_series`.
 pub struct SpanMetrics {
     config: SpanMetricsConfig,
     start_time_unix_nano: u64,
-    series: Mutex<HashMap<SeriesKey, Series>>,
+    all: Mutex<AllSeries>,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -171,7 +146,7 @@ impl SpanMetrics {
         SpanMetrics {
             config,
             start_time_unix_nano: now_unix_nano(),
-            series: Mutex::default(),
+            all: Mutex::default(),
             metrics,
         }
     }
@@ -184,49 +159,58 @@ impl SpanMetrics {
         self.metrics.span_metrics_failed_writes.inc();
     }
 
-    /// Adds the spans of an acknowledged request. Past `max_series`, spans of new series go
-    /// to the overflow series, and are counted.
-    pub fn merge(&self, delta: SpanMetricsDelta) {
-        let mut all = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        for (key, series) in delta.series {
-            let key = if all.contains_key(&key) || all.len() < self.config.max_series {
-                key
-            } else {
-                self.metrics
-                    .span_metrics_overflow_spans
-                    .inc_by(series.calls);
-                SeriesKey::Overflow
+    /// Counts the spans of an acknowledged `otel_traces` batch. Past `max_series`, spans of
+    /// new series go to the overflow series, and are counted.
+    pub fn record(&self, batch: &RecordBatch) {
+        let Some(spans) = SpanColumns::of(batch) else {
+            return;
+        };
+        let mut overflowed = 0;
+        let mut guard = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = &mut *guard;
+        for row in 0..batch.num_rows() {
+            let full = all.series.len() >= self.config.max_series;
+            let series = match all.series.entry_ref(&spans.dimensions(row)) {
+                EntryRef::Occupied(entry) => entry.into_mut(),
+                EntryRef::Vacant(entry) if !full => {
+                    let key = entry.key().to_key();
+                    entry.insert_with_key(key, Series::default())
+                }
+                EntryRef::Vacant(_) => {
+                    overflowed += 1;
+                    all.overflow.get_or_insert_default()
+                }
             };
-            all.entry(key).or_default().merge(series);
+            let seconds = spans.duration.value(row) as f64 / 1e9;
+            series.record(seconds, || spans.exemplar(row, seconds));
         }
+        drop(guard);
+        self.metrics.span_metrics_overflow_spans.inc_by(overflowed);
     }
 
     /// The cumulative state as an OTLP request, one resource per service; `None` before the
     /// first span. Exemplars are taken: each interval reports its own slowest span.
     pub fn take_export(&self) -> Option<ExportMetricsServiceRequest> {
         let now = now_unix_nano();
-        let mut all = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        if all.is_empty() {
+        let mut guard = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = &mut *guard;
+        if all.series.is_empty() && all.overflow.is_none() {
             return None;
         }
         let mut by_service: HashMap<&str, (Vec<NumberDataPoint>, Vec<HistogramDataPoint>)> =
             HashMap::new();
-        for (key, series) in all.iter_mut() {
+        let keyed = all.series.iter_mut().map(|(key, series)| (Some(key), series));
+        for (key, series) in keyed.chain(all.overflow.as_mut().map(|series| (None, series))) {
             let (service, attributes) = match key {
-                SeriesKey::Span {
-                    service,
-                    span_name,
-                    kind,
-                    status,
-                } => (
+                Some(SeriesKey([service, span_name, kind, status])) => (
                     service.as_str(),
                     vec![
                         KeyValue::string("span.name", span_name),
-                        KeyValue::string("span.kind", kind),
-                        KeyValue::string("status.code", status),
+                        KeyValue::string("span.kind", &format!("SPAN_KIND_{}", kind.to_ascii_uppercase())),
+                        KeyValue::string("status.code", &format!("STATUS_CODE_{}", status.to_ascii_uppercase())),
                     ],
                 ),
-                SeriesKey::Overflow => (
+                None => (
                     "",
                     vec![KeyValue {
                         key: Bytes::from_static(b"otel.metric.overflow"),
@@ -331,4 +315,63 @@ fn now_unix_nano() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher as _;
+
+    use super::*;
+    use crate::test_data::sample_traces_batch;
+
+    #[test]
+    fn borrowed_dimensions_hash_as_the_key_they_stand_for() {
+        let key = SeriesKey(["svc", "op", "Server", "Ok"].map(str::to_owned));
+        let dimensions = Dimensions(["svc", "op", "Server", "Ok"]);
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&dimensions));
+        assert!(dimensions.equivalent(&key));
+    }
+
+    #[test]
+    fn batches_add_up_per_series_and_past_the_limit_in_the_overflow_series() {
+        let metrics = Arc::new(SelfMetrics::default());
+        let config = SpanMetricsConfig { max_series: 2, ..SpanMetricsConfig::default() };
+        let span_metrics = SpanMetrics::new(config, metrics.clone());
+        // Spans op-0, op-1 and op-2: the third series is one too many.
+        span_metrics.record(&sample_traces_batch(3));
+        span_metrics.record(&sample_traces_batch(3));
+        {
+            let all = span_metrics.all.lock().expect("lock");
+            assert_eq!(all.series.len(), 2);
+            assert!(all.series.values().all(|series| series.calls == 2));
+            assert_eq!(all.overflow.as_ref().map(|series| series.calls), Some(2));
+        }
+        assert_eq!(metrics.span_metrics_overflow_spans.get(), 2);
+
+        let export = span_metrics.take_export().expect("series to export");
+        let attributes: Vec<(String, String)> = export
+            .resource_metrics
+            .iter()
+            .flat_map(|resource| &resource.scope_metrics)
+            .flat_map(|scope| &scope.metrics)
+            .filter_map(|metric| match &metric.data {
+                Some(metric::Data::Sum(sum)) => Some(&sum.data_points),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|point| &point.attributes)
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(value) => Some((
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (key, value) in [("span.kind", "SPAN_KIND_SERVER"), ("status.code", "STATUS_CODE_ERROR")] {
+            let found = attributes.iter().filter(|(k, v)| k == key && v == value).count();
+            assert_eq!(found, 2, "{key}={value} on both series: {attributes:?}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The embedded store: WAL → memtable → Parquet, with compaction and retention.
 //!
-//! Data path: ingest hands converted batches to [`Store::write`]; the WAL writer thread
-//! appends them to the log (group commit), inserts them into the memtable and only then
-//! acknowledges, so acknowledged data is both durable and queryable. When the memtable is
+//! Data path: ingest hands converted batches, with the request they came from, to
+//! [`Store::write`]; the WAL writer thread appends the request to the log (group commit),
+//! inserts the batches into the memtable and only then acknowledges, so acknowledged data is
+//! both durable and queryable. Replay converts logged requests again ([`wal`]). When the memtable is
 //! large or old enough the writer rotates the WAL and freezes the memtable generation; the
 //! flush thread writes it to Parquet, swaps it for the files in one step, and retires the
 //! WAL segments. A compaction thread merges small files as they appear and applies
@@ -31,15 +32,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::config::{StorageConfig, WalConfig};
-use crate::schema::Table;
+use crate::ingest::Export;
+use crate::schema::{Rejections, Signal, Table};
 use crate::telemetry::{SelfMetrics, TableLabels};
 use catalog::Catalog;
 use memtable::Memtable;
 use metric_catalog::MetricCatalog;
-use wal::{EncodedRecord, Wal};
+use wal::{EncodedRecord, Payload, Wal};
 
 /// The width of a partition: the profile tables de-duplicate per partition hour.
 pub(crate) use catalog::NANOS_PER_HOUR;
@@ -177,7 +180,7 @@ impl Drop for Admission<'_> {
     }
 }
 
-/// Batches encoded for the WAL, ready to commit.
+/// Batches and the WAL records that log them, ready to commit.
 pub struct PreparedWrite {
     batches: Vec<(Table, RecordBatch)>,
     records: Vec<EncodedRecord>,
@@ -185,22 +188,53 @@ pub struct PreparedWrite {
 }
 
 impl PreparedWrite {
-    /// Encodes the WAL records (CPU work: call it off the async runtime for large writes).
-    pub fn new(batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
+    /// The batches converted from an OTLP export request, logged as the request itself
+    /// (`protobuf`): a third of the size of the batches in Arrow IPC, and no encoding.
+    pub fn otlp(signal: Signal, protobuf: Bytes, batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
+        let record = EncodedRecord::otlp(signal, protobuf).map_err(StoreError::io("encode wal record"))?;
+        Ok(Self::logged_as(batches, vec![record]))
+    }
+
+    /// Batches logged as Arrow IPC (CPU work: call it off the async runtime for large
+    /// writes).
+    pub fn batches(batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
         let records = batches
             .iter()
-            .map(|(table, batch)| EncodedRecord::encode(*table, batch))
+            .map(|(table, batch)| EncodedRecord::batch(*table, batch))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::arrow("encode wal record"))?;
+            .map_err(StoreError::io("encode wal record"))?;
+        Ok(Self::logged_as(batches, records))
+    }
+
+    fn logged_as(batches: Vec<(Table, RecordBatch)>, records: Vec<EncodedRecord>) -> Self {
         let mut metrics = MetricCatalog::default();
         for (table, batch) in &batches {
             metrics.record(*table, batch);
         }
-        Ok(Self { batches, records, metrics })
+        Self { batches, records, metrics }
     }
 
     fn wal_bytes(&self) -> usize {
-        self.records.iter().map(EncodedRecord::len).sum()
+        self.records.iter().map(EncodedRecord::size).sum()
+    }
+}
+
+/// The batches of a record replayed from the WAL. An OTLP request is converted as it was
+/// on ingest (its invalid items are rejected again); one that no longer decodes, which only
+/// a stricter decoder in a newer version could cause, is skipped and its bytes counted.
+fn replayed_batches(payload: Payload, metrics: &SelfMetrics) -> Vec<(Table, RecordBatch)> {
+    match payload {
+        Payload::Batch(table, batch) => vec![(table, batch)],
+        Payload::Otlp(signal, protobuf) => {
+            let bytes = protobuf.len() as u64;
+            let converted = Export::decode_protobuf(signal, protobuf)
+                .and_then(|export| export.to_batches(&mut Rejections::default()));
+            converted.unwrap_or_else(|error| {
+                tracing::warn!(%error, signal = signal.as_str(), bytes, "skipping a wal record that no longer converts");
+                metrics.wal_skipped_bytes.inc_by(bytes);
+                Vec::new()
+            })
+        }
     }
 }
 
@@ -243,9 +277,11 @@ impl Store {
             }
         }
         let mut memtable = Memtable::default();
-        for (_segment, table, batch) in replay.batches {
-            metric_catalog.record(table, &batch);
-            memtable.insert(table, batch);
+        for (_segment, payload) in replay.payloads {
+            for (table, batch) in replayed_batches(payload, &metrics) {
+                metric_catalog.record(table, &batch);
+                memtable.insert(table, batch);
+            }
         }
         let shared = Arc::new(Shared {
             settings,

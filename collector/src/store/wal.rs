@@ -1,11 +1,18 @@
-//! Write-ahead log: every accepted batch is here before its request is acknowledged.
+//! Write-ahead log: every accepted request is here before it is acknowledged.
 //!
 //! Layout: `<data>/wal/<seq>.wal` segments, numbered upwards. A segment is a sequence of
 //! records:
 //!
 //! ```text
-//! u32 LE payload length | u32 LE CRC32C of payload | payload = u8 table id ++ Arrow IPC stream
+//! u32 LE payload length | u32 LE CRC32C of payload | payload = u8 kind ++ body
 //! ```
+//!
+//! The kind says what the body is (docs/adr/003):
+//! - an OTLP signal ([`otlp_kind`], 129 to 131): the export request as protobuf, exactly
+//!   as it was accepted. Replay converts it again, with the code of the collector that
+//!   replays it, so a record outlives a change of the tables' schema;
+//! - a table id ([`Table::id`], below 128): one batch of that table as an Arrow IPC stream.
+//!   Profiles are written so, and so was every record before OTLP records.
 //!
 //! Records are appended by one writer (group commit: many requests' records, one write and
 //! at most one fsync). Replay reads segments in order; a record whose length runs past the
@@ -15,63 +22,89 @@
 //! once a flush has made their contents durable in Parquet.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
-use crate::schema::Table;
+use crate::schema::{Signal, Table};
 
 const HEADER_LEN: usize = 8;
 
-/// One batch encoded as a WAL record payload, ready to append.
+/// The kind byte of a record holding an OTLP request of `signal`.
+fn otlp_kind(signal: Signal) -> u8 {
+    0x80 | match signal {
+        Signal::Traces => 1,
+        Signal::Metrics => 2,
+        Signal::Logs => 3,
+    }
+}
+
+fn otlp_signal(kind: u8) -> Option<Signal> {
+    [Signal::Traces, Signal::Metrics, Signal::Logs]
+        .into_iter()
+        .find(|signal| otlp_kind(*signal) == kind)
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// An export request as protobuf, to be converted like a new request.
+    Otlp(Signal, Bytes),
+    /// One batch of a table.
+    Batch(Table, RecordBatch),
+}
+
+/// One record, ready to append: its header and kind, and its body.
 #[derive(Debug, Clone)]
 pub struct EncodedRecord {
-    bytes: Vec<u8>,
+    head: [u8; HEADER_LEN + 1],
+    body: Bytes,
 }
 
 impl EncodedRecord {
-    /// Encodes `batch` of `table`. Done by the request handler, so that the single WAL
-    /// writer only copies bytes.
-    pub fn encode(table: Table, batch: &RecordBatch) -> Result<Self, arrow::error::ArrowError> {
-        // Header first as a placeholder, then the payload straight after it: one buffer,
-        // no copy of the payload.
-        let mut bytes = Vec::with_capacity(HEADER_LEN + 1 + batch.get_array_memory_size());
-        bytes.extend_from_slice(&[0; HEADER_LEN]);
-        bytes.push(table.id());
-        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
-        drop(writer);
+    /// An OTLP export request of `signal`, as the protobuf it was decoded from. The body is
+    /// shared, not copied.
+    pub fn otlp(signal: Signal, protobuf: Bytes) -> io::Result<Self> {
+        Self::new(otlp_kind(signal), protobuf)
+    }
 
-        let payload = &bytes[HEADER_LEN..];
-        let len = u32::try_from(payload.len()).map_err(|_| {
-            arrow::error::ArrowError::InvalidArgumentError("batch over 4 GiB".to_owned())
-        })?;
-        let crc = crc32c::crc32c(payload);
-        bytes[..4].copy_from_slice(&len.to_le_bytes());
-        bytes[4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-        Ok(Self { bytes })
+    /// `batch` of `table` as Arrow IPC. Done by the request handler, so that the single WAL
+    /// writer only copies bytes.
+    pub fn batch(table: Table, batch: &RecordBatch) -> io::Result<Self> {
+        let mut ipc = Vec::with_capacity(batch.get_array_memory_size());
+        let mut writer = StreamWriter::try_new(&mut ipc, &batch.schema()).map_err(io::Error::other)?;
+        writer.write(batch).map_err(io::Error::other)?;
+        writer.finish().map_err(io::Error::other)?;
+        drop(writer);
+        Self::new(table.id(), Bytes::from(ipc))
+    }
+
+    fn new(kind: u8, body: Bytes) -> io::Result<Self> {
+        let len = u32::try_from(body.len() + 1)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "wal record over 4 GiB"))?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), &body);
+        let mut head = [0; HEADER_LEN + 1];
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        head[4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        head[HEADER_LEN] = kind;
+        Ok(Self { head, body })
     }
 
     /// Size on disk.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Whether the record is empty (never, once encoded).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+    pub fn size(&self) -> usize {
+        self.head.len() + self.body.len()
     }
 }
 
 /// What replay found.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Decoded batches in log order, with the segment each came from.
-    pub batches: Vec<(u64, Table, RecordBatch)>,
+    /// What the records hold, in log order, with the segment each came from.
+    pub payloads: Vec<(u64, Payload)>,
     /// Records read and decoded.
     pub records: u64,
     /// Segments whose tail was torn or corrupt (the rest of each was skipped).
@@ -108,8 +141,9 @@ impl Wal {
     pub fn append<'a>(&mut self, records: impl IntoIterator<Item = &'a EncodedRecord>) -> io::Result<u64> {
         let mut written = 0;
         for record in records {
-            self.file.write_all(&record.bytes)?;
-            written += record.bytes.len() as u64;
+            self.file.write_all(&record.head)?;
+            self.file.write_all(&record.body)?;
+            written += record.size() as u64;
         }
         Ok(written)
     }
@@ -174,14 +208,13 @@ fn replay(dir: &Path) -> io::Result<Replay> {
     let mut replay = Replay::default();
     for (segment, path) in list_segments(dir)? {
         replay.last_segment = segment;
-        let mut bytes = Vec::new();
-        File::open(&path)?.read_to_end(&mut bytes)?;
+        let bytes = Bytes::from(fs::read(&path)?);
         let mut offset = 0usize;
         while offset < bytes.len() {
-            match decode_record(&bytes[offset..]) {
-                Some((table, batches, consumed)) => {
+            match decode_record(&bytes.slice(offset..)) {
+                Some((payloads, consumed)) => {
                     replay.records += 1;
-                    replay.batches.extend(batches.into_iter().map(|b| (segment, table, b)));
+                    replay.payloads.extend(payloads.into_iter().map(|payload| (segment, payload)));
                     offset += consumed;
                 }
                 None => {
@@ -202,17 +235,22 @@ fn replay(dir: &Path) -> io::Result<Replay> {
 }
 
 /// Decodes the record at the start of `bytes`: `None` if it is torn, corrupt or undecodable.
-fn decode_record(bytes: &[u8]) -> Option<(Table, Vec<RecordBatch>, usize)> {
+/// An Arrow record's stream may hold several batches.
+fn decode_record(bytes: &Bytes) -> Option<(Vec<Payload>, usize)> {
     let header = bytes.get(..HEADER_LEN)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    let payload = bytes.get(HEADER_LEN..HEADER_LEN.checked_add(len)?)?;
+    let end = HEADER_LEN.checked_add(len)?;
+    let payload = bytes.get(HEADER_LEN..end)?;
     if crc32c::crc32c(payload) != crc {
         return None;
     }
-    let (&table_id, ipc) = payload.split_first()?;
-    let table = Table::from_id(table_id)?;
-    let reader = StreamReader::try_new(ipc, None).ok()?;
+    let (&kind, body) = payload.split_first()?;
+    if let Some(signal) = otlp_signal(kind) {
+        return Some((vec![Payload::Otlp(signal, bytes.slice(HEADER_LEN + 1..end))], end));
+    }
+    let table = Table::from_id(kind)?;
+    let reader = StreamReader::try_new(body, None).ok()?;
     let batches: Result<Vec<_>, _> = reader.collect();
     let batches = batches.ok()?;
     // A batch written under another schema version would not fit the table: skip it as
@@ -220,7 +258,7 @@ fn decode_record(bytes: &[u8]) -> Option<(Table, Vec<RecordBatch>, usize)> {
     if batches.iter().any(|batch| batch.schema() != table.schema()) {
         return None;
     }
-    Some((table, batches, HEADER_LEN + len))
+    Some((batches.into_iter().map(|batch| Payload::Batch(table, batch)).collect(), end))
 }
 
 #[cfg(test)]
@@ -239,35 +277,35 @@ mod tests {
     }
 
     #[test]
-    fn records_replay_in_order_across_segments() {
+    fn records_of_both_kinds_replay_in_order_across_segments() {
         let dir = temp_dir("order");
-        let batch = sample_batch();
-        let record = EncodedRecord::encode(Table::Traces, &batch).expect("encodes");
+        let batch = Payload::Batch(Table::Traces, sample_batch());
+        let request = Payload::Otlp(Signal::Logs, Bytes::from_static(b"\x0a\x02\x12\x00"));
+        let arrow = EncodedRecord::batch(Table::Traces, &sample_batch()).expect("encodes");
+        let otlp = EncodedRecord::otlp(Signal::Logs, Bytes::from_static(b"\x0a\x02\x12\x00")).expect("encodes");
         {
             let (mut wal, replay) = Wal::open(&dir).expect("opens");
             assert_eq!(replay.records, 0);
-            wal.append([&record, &record]).expect("appends");
+            wal.append([&arrow, &otlp]).expect("appends");
             wal.rotate().expect("rotates");
-            wal.append([&record]).expect("appends");
+            wal.append([&otlp]).expect("appends");
             wal.sync().expect("syncs");
         }
         let (_wal, replay) = Wal::open(&dir).expect("reopens");
         assert_eq!(replay.records, 3);
         assert_eq!(replay.damaged_segments, 0);
-        let segments: Vec<u64> = replay.batches.iter().map(|(s, _, _)| *s).collect();
-        assert_eq!(segments, vec![1, 1, 2]);
-        assert!(replay.batches.iter().all(|(_, t, b)| *t == Table::Traces && *b == batch));
+        assert_eq!(replay.payloads, vec![(1, batch), (1, request.clone()), (2, request)]);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
     fn torn_and_corrupt_tails_are_skipped_and_counted() {
         let batch = sample_batch();
-        let record = EncodedRecord::encode(Table::Traces, &batch).expect("encodes");
+        let record = EncodedRecord::batch(Table::Traces, &batch).expect("encodes");
         // Truncations at several points of the last record, a flipped bit in its payload and
         // in its header, and trailing garbage: each must replay exactly the intact records.
         type Damage = Box<dyn Fn(&mut Vec<u8>)>;
-        let full_len = record.len();
+        let full_len = record.size();
         let damage: Vec<Damage> = vec![
             Box::new(move |bytes: &mut Vec<u8>| bytes.truncate(full_len + 3)),
             Box::new(move |bytes: &mut Vec<u8>| bytes.truncate(full_len + HEADER_LEN + 10)),

@@ -1,5 +1,5 @@
 //! A torn or corrupt WAL tail is skipped and counted on /metrics; everything before it
-//! replays.
+//! replays. So is an intact record whose request no longer converts.
 
 use std::fs;
 use std::path::PathBuf;
@@ -63,4 +63,26 @@ fn a_corrupt_record_ends_the_segment_without_a_panic() {
     });
     assert_eq!(stored, 100, "the records before the corrupt one replay");
     assert_eq!(collector.metric_value("meshlight_wal_damaged_segments_total"), Some(1.0));
+}
+
+#[test]
+fn an_intact_record_that_no_longer_converts_is_skipped_and_the_rest_replays() {
+    // A well-formed record of an OTLP trace request whose protobuf is not valid: a field
+    // whose length runs past the end of the message. Only a stricter decoder in a newer
+    // version could find such a record; replay must go on after it.
+    let body = [0x0a, 0x10, 0x0a];
+    let mut payload = vec![0x81];
+    payload.extend_from_slice(&body);
+    let mut record = Vec::new();
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+
+    let (collector, stored) = replay_after(|bytes| {
+        bytes.splice(0..0, record.iter().copied());
+    });
+    assert_eq!(stored, 150, "the acknowledged records after it replay");
+    assert_eq!(collector.metric_value("meshlight_wal_damaged_segments_total"), Some(0.0));
+    assert_eq!(collector.metric_value("meshlight_wal_skipped_bytes_total"), Some(body.len() as f64));
+    assert_eq!(collector.metric_value("meshlight_wal_replayed_records_total"), Some(4.0));
 }

@@ -1,5 +1,6 @@
 //! The real OpenTelemetry Python SDK exports spans, metrics and logs over each OTLP transport,
-//! and every value it sent can be read back with SQL exactly as sent, right after the export.
+//! and every value it sent can be read back with SQL exactly as sent, right after the export
+//! and again after a SIGKILL and restart (which replays the requests from the WAL).
 //!
 //! `tests/interop/otel_sdk_export.py` does the export and writes a manifest of what went on
 //! the wire, already spelled the way the tables store it (docs/interfaces-draft.md); this
@@ -35,7 +36,7 @@ fn python_sdk_http_json_export_reads_back_exactly_as_sent() {
 }
 
 fn export_and_compare(transport: &str) {
-    let collector = Collector::start();
+    let mut collector = Collector::start();
     let manifest = export_with_python_sdk(&collector, transport);
     // Guards against a vacuous pass: an empty manifest would compare equal to empty tables.
     assert!(
@@ -64,11 +65,18 @@ fn export_and_compare(transport: &str) {
         wait_until_stored(&collector, table, &manifest.service_name, sent_points);
     }
 
-    let span_counts = compare_spans(&collector, &manifest);
-    let compared_points = compare_metrics(&collector, &manifest);
-    let compared_logs = compare_logs(&collector, &manifest);
+    compare_all(&collector, &manifest, &format!("{transport}, right after the export"));
+    collector.kill_hard();
+    collector.restart();
+    compare_all(&collector, &manifest, &format!("{transport}, after a SIGKILL and restart"));
+}
+
+fn compare_all(collector: &Collector, manifest: &Manifest, context: &str) {
+    let span_counts = compare_spans(collector, manifest);
+    let compared_points = compare_metrics(collector, manifest);
+    let compared_logs = compare_logs(collector, manifest);
     println!(
-        "{transport}: {} spans ({} attributes, {} events, {} links), {compared_points} metric points, \
+        "{context}: {} spans ({} attributes, {} events, {} links), {compared_points} metric points, \
          {compared_logs} logs read back exactly as sent",
         span_counts.spans, span_counts.attributes, span_counts.events, span_counts.links
     );
