@@ -6,6 +6,7 @@
 //! key-value lists as compact JSON. Values keep their exact value; only the type of a scalar
 //! is implied rather than stored.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use arrow::array::{
@@ -149,20 +150,27 @@ fn any_value_to_json(value: &any_value::Value) -> serde_json::Value {
     }
 }
 
-/// Attributes rendered once, for values repeated on every row (resource and scope).
+/// Attributes rendered once, for values repeated on every row (resource and scope). Keys
+/// and string values are borrowed from the request; only other values are rendered.
 #[derive(Debug, Default)]
-pub(crate) struct RenderedAttributes {
-    pairs: Vec<(String, String)>,
+pub(crate) struct RenderedAttributes<'a> {
+    pairs: Vec<(&'a str, Cow<'a, str>)>,
 }
 
-impl RenderedAttributes {
-    pub(crate) fn new(attributes: &[KeyValue]) -> Self {
+impl<'a> RenderedAttributes<'a> {
+    pub(crate) fn new(attributes: &'a [KeyValue]) -> Self {
         let mut rendered = String::new();
         let pairs = attributes
             .iter()
             .map(|kv| {
-                any_value_to_string(kv.value.as_ref(), &mut rendered);
-                (text(&kv.key).to_owned(), rendered.clone())
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(value)) => Cow::Borrowed(text(value)),
+                    _ => {
+                        any_value_to_string(kv.value.as_ref(), &mut rendered);
+                        Cow::Owned(rendered.clone())
+                    }
+                };
+                (text(&kv.key), value)
             })
             .collect();
         Self { pairs }
@@ -177,9 +185,9 @@ impl RenderedAttributes {
         hash
     }
 
-    /// The string value of `key`, if present.
-    pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    /// The value of `key`, if present.
+    pub(crate) fn get(&self, key: &str) -> Option<&Cow<'a, str>> {
+        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     pub(crate) fn append_to(&self, builder: &mut AttributesBuilder) {
@@ -191,41 +199,42 @@ impl RenderedAttributes {
     }
 }
 
-/// The resource and scope that every row of one `Scope*` message repeats.
-pub(crate) struct Context {
-    pub(crate) service_name: String,
-    pub(crate) resource_attributes: RenderedAttributes,
+/// The resource and scope that every row of one `Scope*` message repeats, borrowed from the
+/// request where they can be.
+pub(crate) struct Context<'a> {
+    pub(crate) service_name: Cow<'a, str>,
+    pub(crate) resource_attributes: RenderedAttributes<'a>,
     /// The resource's part of a metric series' id.
     pub(crate) resource_hash: AttributeSetHash,
-    pub(crate) resource_schema_url: String,
-    pub(crate) scope_name: String,
-    pub(crate) scope_version: String,
-    pub(crate) scope_attributes: RenderedAttributes,
+    pub(crate) resource_schema_url: &'a str,
+    pub(crate) scope_name: &'a str,
+    pub(crate) scope_version: &'a str,
+    pub(crate) scope_attributes: RenderedAttributes<'a>,
     pub(crate) scope_dropped_attributes_count: u32,
-    pub(crate) scope_schema_url: String,
+    pub(crate) scope_schema_url: &'a str,
 }
 
-impl Context {
+impl<'a> Context<'a> {
     /// Call only after [`check_resource_and_scope`] accepted the same values.
     pub(crate) fn new(
-        resource: Option<&Resource>,
-        resource_schema_url: &[u8],
-        scope: Option<&InstrumentationScope>,
-        scope_schema_url: &[u8],
+        resource: Option<&'a Resource>,
+        resource_schema_url: &'a [u8],
+        scope: Option<&'a InstrumentationScope>,
+        scope_schema_url: &'a [u8],
     ) -> Self {
         let resource_attributes =
             RenderedAttributes::new(resource.map_or(&[][..], |r| &r.attributes));
-        let service_name = resource_attributes.get("service.name").unwrap_or_default().to_owned();
+        let service_name = resource_attributes.get("service.name").cloned().unwrap_or_default();
         Self {
             service_name,
             resource_hash: resource_attributes.set_hash(),
             resource_attributes,
-            resource_schema_url: text(resource_schema_url).to_owned(),
-            scope_name: scope.map_or("", |s| text(&s.name)).to_owned(),
-            scope_version: scope.map_or("", |s| text(&s.version)).to_owned(),
+            resource_schema_url: text(resource_schema_url),
+            scope_name: scope.map_or("", |s| text(&s.name)),
+            scope_version: scope.map_or("", |s| text(&s.version)),
             scope_attributes: RenderedAttributes::new(scope.map_or(&[][..], |s| &s.attributes)),
             scope_dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
-            scope_schema_url: text(scope_schema_url).to_owned(),
+            scope_schema_url: text(scope_schema_url),
         }
     }
 }

@@ -36,7 +36,7 @@ columns! {
 }
 
 impl LogColumns {
-    fn append(&mut self, context: &Context, record: &LogRecord, times: (i64, i64), scratch: &mut String) {
+    fn append(&mut self, context: &Context<'_>, record: &LogRecord, times: (i64, i64), scratch: &mut String) {
         let (timestamp, observed) = times;
         self.timestamp.append_value(timestamp);
         self.observed_timestamp.append_value(observed);
@@ -49,11 +49,11 @@ impl LogColumns {
         any_value_to_string(record.body.as_ref(), scratch);
         self.body.append_value(scratch.as_str());
         self.event_name.append_value(text(&record.event_name));
-        self.resource_schema_url.append_value(&context.resource_schema_url);
+        self.resource_schema_url.append_value(context.resource_schema_url);
         context.resource_attributes.append_to(&mut self.resource_attributes);
-        self.scope_schema_url.append_value(&context.scope_schema_url);
-        self.scope_name.append_value(&context.scope_name);
-        self.scope_version.append_value(&context.scope_version);
+        self.scope_schema_url.append_value(context.scope_schema_url);
+        self.scope_name.append_value(context.scope_name);
+        self.scope_version.append_value(context.scope_version);
         context.scope_attributes.append_to(&mut self.scope_attributes);
         append_attributes(&mut self.log_attributes, &record.attributes, scratch);
         self.dropped_attributes_count.append_value(record.dropped_attributes_count);

@@ -152,12 +152,12 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
     fn append_common(&mut self, row: &PointRow<'_>, scratch: &mut String) {
         let (context, common) = (row.context, &mut self.common);
         context.resource_attributes.append_to(&mut common.resource_attributes);
-        common.resource_schema_url.append_value(&context.resource_schema_url);
-        common.scope_name.append_value(&context.scope_name);
-        common.scope_version.append_value(&context.scope_version);
+        common.resource_schema_url.append_value(context.resource_schema_url);
+        common.scope_name.append_value(context.scope_name);
+        common.scope_version.append_value(context.scope_version);
         context.scope_attributes.append_to(&mut common.scope_attributes);
         common.scope_dropped_attr_count.append_value(context.scope_dropped_attributes_count);
-        common.scope_schema_url.append_value(&context.scope_schema_url);
+        common.scope_schema_url.append_value(context.scope_schema_url);
         common.service_name.append_value(&context.service_name);
         let (name, unit) = (text(&row.metric.name), text(&row.metric.unit));
         common.metric_name.append_value(name);
@@ -208,7 +208,7 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
 
 /// What every data point row shares, checked and ready to append.
 struct PointRow<'a> {
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     attributes: &'a [KeyValue],
     exemplars: &'a [Exemplar],
@@ -281,7 +281,7 @@ pub fn metric_data_points(metric: &Metric) -> u64 {
 }
 
 impl MetricBatches {
-    fn append_metric(&mut self, context: &Context, metric: &Metric, rejections: &mut Rejections) {
+    fn append_metric(&mut self, context: &Context<'_>, metric: &Metric, rejections: &mut Rejections) {
         let names_ok = is_text(&metric.name) && is_text(&metric.description) && is_text(&metric.unit);
         if !names_ok {
             rejections.add(RejectReason::InvalidUtf8, metric_data_points(metric));
@@ -375,7 +375,7 @@ fn number_value(point: &NumberDataPoint) -> Option<f64> {
 
 /// The checks every kind of data point shares; `Err` rejects the point.
 fn point_row<'a>(
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     attributes: &'a [KeyValue],
     exemplars: &'a [Exemplar],
@@ -408,7 +408,7 @@ fn accepted<'a>(row: Result<PointRow<'a>, RejectReason>, rejections: &mut Reject
 }
 
 fn number_row<'a>(
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     point: &'a NumberDataPoint,
     rejections: &mut Rejections,
@@ -419,7 +419,7 @@ fn number_row<'a>(
 }
 
 fn histogram_row<'a>(
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     point: &'a HistogramDataPoint,
     rejections: &mut Rejections,
@@ -437,7 +437,7 @@ fn histogram_row<'a>(
 }
 
 fn exp_histogram_row<'a>(
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     point: &'a ExponentialHistogramDataPoint,
     rejections: &mut Rejections,
@@ -448,7 +448,7 @@ fn exp_histogram_row<'a>(
 }
 
 fn summary_row<'a>(
-    context: &'a Context,
+    context: &'a Context<'a>,
     metric: &'a Metric,
     point: &'a SummaryDataPoint,
     rejections: &mut Rejections,

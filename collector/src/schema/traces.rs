@@ -55,7 +55,7 @@ columns! {
 }
 
 impl TraceColumns {
-    fn append(&mut self, context: &Context, span: &Span, start: i64, scratch: &mut String) {
+    fn append(&mut self, context: &Context<'_>, span: &Span, start: i64, scratch: &mut String) {
         self.timestamp.append_value(start);
         append_hex(&mut self.trace_id, &span.trace_id);
         append_hex(&mut self.span_id, &span.span_id);
@@ -65,8 +65,8 @@ impl TraceColumns {
         self.span_kind.append_value(span_kind_name(span.kind));
         self.service_name.append_value(&context.service_name);
         context.resource_attributes.append_to(&mut self.resource_attributes);
-        self.scope_name.append_value(&context.scope_name);
-        self.scope_version.append_value(&context.scope_version);
+        self.scope_name.append_value(context.scope_name);
+        self.scope_version.append_value(context.scope_version);
         append_attributes(&mut self.span_attributes, &span.attributes, scratch);
         self.duration.append_value(span.end_time_unix_nano - span.start_time_unix_nano);
         let status = span.status.as_ref();
@@ -101,8 +101,8 @@ impl TraceColumns {
         end_list(&mut self.links_dropped_attributes_count);
 
         self.trace_flags.append_value(span.flags);
-        self.resource_schema_url.append_value(&context.resource_schema_url);
-        self.scope_schema_url.append_value(&context.scope_schema_url);
+        self.resource_schema_url.append_value(context.resource_schema_url);
+        self.scope_schema_url.append_value(context.scope_schema_url);
         context.scope_attributes.append_to(&mut self.scope_attributes);
         self.dropped_attributes_count.append_value(span.dropped_attributes_count);
         self.dropped_events_count.append_value(span.dropped_events_count);
