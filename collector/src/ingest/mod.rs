@@ -269,7 +269,13 @@ impl Ingestor {
         self.metrics.items_accepted.get_or_create(&labels).inc_by(valid_items);
         // Only acknowledged spans count: a refused request will be retried by its client.
         if let (Some(span_metrics), Some(spans)) = (&self.span_metrics, spans) {
-            span_metrics.record(&spans);
+            if encoded_len <= INLINE_CONVERSION_MAX_BYTES {
+                span_metrics.record(&spans);
+            } else {
+                // Like its conversion, a large request is counted off the async workers.
+                let span_metrics = span_metrics.clone();
+                tokio::task::spawn_blocking(move || span_metrics.record(&spans));
+            }
         }
         Ok(rejections)
     }
