@@ -90,6 +90,15 @@ pub(crate) fn check_resource_and_scope(
     }
 }
 
+/// The text of a string value, which is stored as it is; `None` for other values, which
+/// need rendering.
+fn string_value(value: Option<&AnyValue>) -> Option<&str> {
+    match value?.value.as_ref()? {
+        any_value::Value::StringValue(value) => Some(text(value)),
+        _ => None,
+    }
+}
+
 /// Renders a value the way the Collector's `AsString` does (see the module docs).
 pub fn any_value_to_string(value: Option<&AnyValue>, out: &mut String) {
     out.clear();
@@ -163,9 +172,9 @@ impl<'a> RenderedAttributes<'a> {
         let pairs = attributes
             .iter()
             .map(|kv| {
-                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(any_value::Value::StringValue(value)) => Cow::Borrowed(text(value)),
-                    _ => {
+                let value = match string_value(kv.value.as_ref()) {
+                    Some(value) => Cow::Borrowed(value),
+                    None => {
                         any_value_to_string(kv.value.as_ref(), &mut rendered);
                         Cow::Owned(rendered.clone())
                     }
@@ -258,12 +267,12 @@ pub(crate) fn append_attributes_with(
     for kv in attributes {
         let key = text(&kv.key);
         // Strings, by far the most common values, go in without the scratch copy.
-        let string = kv.value.as_ref().and_then(|v| v.value.as_ref());
-        let value = if let Some(any_value::Value::StringValue(value)) = string {
-            text(value)
-        } else {
-            any_value_to_string(kv.value.as_ref(), scratch);
-            scratch.as_str()
+        let value = match string_value(kv.value.as_ref()) {
+            Some(value) => value,
+            None => {
+                any_value_to_string(kv.value.as_ref(), scratch);
+                scratch.as_str()
+            }
         };
         builder.keys().append_value(key);
         builder.values().append_value(value);
