@@ -279,10 +279,9 @@ mod tests {
     #[test]
     fn records_of_both_kinds_replay_in_order_across_segments() {
         let dir = temp_dir("order");
-        let batch = Payload::Batch(Table::Traces, sample_batch());
-        let request = Payload::Otlp(Signal::Logs, Bytes::from_static(b"\x0a\x02\x12\x00"));
-        let arrow = EncodedRecord::batch(Table::Traces, &sample_batch()).expect("encodes");
-        let otlp = EncodedRecord::otlp(Signal::Logs, Bytes::from_static(b"\x0a\x02\x12\x00")).expect("encodes");
+        let (batch, protobuf) = (sample_batch(), Bytes::from_static(b"\x0a\x02\x12\x00"));
+        let arrow = EncodedRecord::batch(Table::Traces, &batch).expect("encodes");
+        let otlp = EncodedRecord::otlp(Signal::Logs, protobuf.clone()).expect("encodes");
         {
             let (mut wal, replay) = Wal::open(&dir).expect("opens");
             assert_eq!(replay.records, 0);
@@ -294,7 +293,8 @@ mod tests {
         let (_wal, replay) = Wal::open(&dir).expect("reopens");
         assert_eq!(replay.records, 3);
         assert_eq!(replay.damaged_segments, 0);
-        assert_eq!(replay.payloads, vec![(1, batch), (1, request.clone()), (2, request)]);
+        let request = Payload::Otlp(Signal::Logs, protobuf);
+        assert_eq!(replay.payloads, vec![(1, Payload::Batch(Table::Traces, batch)), (1, request.clone()), (2, request)]);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
