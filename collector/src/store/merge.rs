@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{ArrayRef, new_null_array};
-use arrow::compute::{cast, interleave_record_batch};
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -20,6 +20,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use super::StoreError;
+use super::gather::gather;
 use crate::schema::Table;
 
 /// The rows of sorted files as sorted batches of at most `batch_rows` rows, in the table's
@@ -96,7 +97,7 @@ impl SortedMerge {
             return Ok(None);
         }
         let sources: Vec<&RecordBatch> = self.sources.iter().collect();
-        let batch = interleave_record_batch(&sources, &self.picked).map_err(StoreError::arrow("gather merged rows"))?;
+        let batch = gather(&sources, &self.picked).map_err(StoreError::arrow("gather merged rows"))?;
         self.picked.clear();
         // Let go of the batches no input is merging any more.
         self.sources.clear();

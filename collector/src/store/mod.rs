@@ -16,6 +16,7 @@ mod catalog;
 mod commit;
 mod compactor;
 mod flusher;
+mod gather;
 mod memtable;
 mod merge;
 mod metric_catalog;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, Int64Array};
-use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
+use arrow::compute::{SortColumn, concat, lexsort_to_indices};
 use arrow::datatypes::{DataType, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -25,6 +25,7 @@ use parquet::schema::types::ColumnPath;
 use super::StoreError;
 use super::catalog::{FLUSHED_SUFFIX, FileMeta, NANOS_PER_HOUR, partition_dir};
 use super::commit::tmp_path;
+use super::gather::gather;
 use super::merge::SortedMerge;
 use crate::config::StorageConfig;
 use crate::schema::Table;
@@ -90,7 +91,7 @@ pub(crate) fn write_partitions(
         let mut writer = FileWriter::create(&tmp_path(&path), table, config, FileKind::Flushed, trace_ids)?;
         let mut starts = SeriesStarts::default();
         for chunk in rows.chunks(FLUSH_BATCH_ROWS) {
-            let batch = interleave_record_batch(&sources, chunk).map_err(StoreError::arrow("gather sorted rows"))?;
+            let batch = gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows"))?;
             writer.write(&starts.mark(batch)?)?;
         }
         let bytes = writer.finish()?;

@@ -1,0 +1,160 @@
+//! Gathering rows of several batches into one, as flushes and merges do to put rows in
+//! sort order.
+//!
+//! Arrow's `interleave` copies a map column one entry at a time: a span with ten
+//! attributes costs twenty string copies, each with its own bounds checks and offset, and
+//! the attribute maps were the largest part of a flush. Here a `Map<Utf8, Utf8>` column
+//! (every attribute map) copies each row's keys, and its values, as one slice of bytes and
+//! one of offsets. Other columns keep `interleave`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, StringArray, StructArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::compute::interleave;
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+/// The rows `rows` ((index in `sources`, row)) of `sources`, in that order, as one batch of
+/// their schema, which all of them share.
+pub(super) fn gather(sources: &[&RecordBatch], rows: &[(usize, usize)]) -> Result<RecordBatch, ArrowError> {
+    let Some(first) = sources.first() else {
+        return Err(ArrowError::InvalidArgumentError("no batches to gather rows from".into()));
+    };
+    let columns = (0..first.num_columns())
+        .map(|column| {
+            let arrays: Vec<&dyn Array> = sources.iter().map(|batch| batch.column(column).as_ref()).collect();
+            match string_maps(&arrays) {
+                Some(maps) => gather_string_maps(&maps, rows),
+                None => interleave(&arrays, rows),
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    RecordBatch::try_new_with_options(first.schema(), columns, &options)
+}
+
+/// `arrays` as maps, if they are `Map<Utf8, Utf8>` without null keys or values (as every
+/// attribute map is).
+fn string_maps<'a>(arrays: &[&'a dyn Array]) -> Option<Vec<&'a MapArray>> {
+    arrays
+        .iter()
+        .map(|array| {
+            let map = array.as_map_opt()?;
+            let is_string = |child: &ArrayRef| child.data_type() == &DataType::Utf8 && child.null_count() == 0;
+            (is_string(map.keys()) && is_string(map.values())).then_some(map)
+        })
+        .collect()
+}
+
+fn gather_string_maps(maps: &[&MapArray], rows: &[(usize, usize)]) -> Result<ArrayRef, ArrowError> {
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0);
+    let mut entries_so_far = 0;
+    for &(source, row) in rows {
+        let (start, end) = entries(maps[source], row);
+        entries_so_far += end - start;
+        offsets.push(offset(entries_so_far)?);
+    }
+    let nulls = maps.iter().any(|map| map.null_count() > 0).then(|| {
+        NullBuffer::from_iter(rows.iter().map(|&(source, row)| maps[source].is_valid(row)))
+    });
+    let DataType::Map(entries_field, sorted) = maps[0].data_type() else {
+        unreachable!("string_maps returns maps only");
+    };
+    let DataType::Struct(entry_fields) = entries_field.data_type() else {
+        return Err(ArrowError::InvalidArgumentError("map entries are not a struct".into()));
+    };
+    let keys = gather_entry_strings(maps, rows, MapArray::keys)?;
+    let values = gather_entry_strings(maps, rows, MapArray::values)?;
+    let entries = StructArray::try_new(entry_fields.clone(), vec![keys, values], None)?;
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    Ok(Arc::new(MapArray::try_new(entries_field.clone(), offsets, entries, nulls, *sorted)?))
+}
+
+/// The range of `map`'s entries that row `row` holds.
+fn entries(map: &MapArray, row: usize) -> (usize, usize) {
+    (map.value_offsets()[row] as usize, map.value_offsets()[row + 1] as usize)
+}
+
+/// The keys (or values, as `child` picks) of the entries of `rows`, each row's copied as one
+/// slice of bytes.
+fn gather_entry_strings(
+    maps: &[&MapArray],
+    rows: &[(usize, usize)],
+    child: fn(&MapArray) -> &ArrayRef,
+) -> Result<ArrayRef, ArrowError> {
+    let sources: Vec<&StringArray> = maps.iter().map(|&map| child(map).as_string()).collect();
+    // Each row's strings `start..end` and their bytes `from..to` in its source.
+    let ranges = |&(source, row): &(usize, usize)| {
+        let (start, end) = entries(maps[source], row);
+        let offsets = sources[source].value_offsets();
+        (sources[source], start, end, offsets[start] as usize, offsets[end] as usize)
+    };
+    // Sized up front: growing would copy the bytes again, into fresh pages.
+    let (mut strings, mut bytes) = (0, 0);
+    for (_, start, end, from, to) in rows.iter().map(ranges) {
+        strings += end - start;
+        bytes += to - from;
+    }
+    offset(bytes)?;
+    let mut offsets: Vec<i32> = Vec::with_capacity(strings + 1);
+    offsets.push(0);
+    let mut data: Vec<u8> = Vec::with_capacity(bytes);
+    for (source, start, end, from, to) in rows.iter().map(ranges) {
+        // Each offset moves by the distance between where its bytes were and where they
+        // go; the total, checked above, fits an `i32`, so every offset does.
+        let shift = data.len() as i32 - from as i32;
+        offsets.extend(source.value_offsets()[start + 1..=end].iter().map(|&offset| offset + shift));
+        data.extend_from_slice(&source.value_data()[from..to]);
+    }
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    // SAFETY: the bytes are whole strings of valid string arrays, copied in order, and each
+    // offset is its source offset moved by the same distance as its bytes, so every string
+    // is the valid UTF-8 it was; re-validating would cost a pass over the bytes.
+    #[allow(unsafe_code)]
+    let strings = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(data), None) };
+    Ok(Arc::new(strings))
+}
+
+/// `len` as an `i32` offset, or the error of a column past 2 GiB.
+fn offset(len: usize) -> Result<i32, ArrowError> {
+    i32::try_from(len).map_err(|_| ArrowError::OffsetOverflowError(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{MapBuilder, StringBuilder};
+    use arrow::compute::interleave_record_batch;
+
+    use super::*;
+    use crate::test_data::sample_traces_batch;
+
+    #[test]
+    fn gathers_the_rows_interleave_does() {
+        let batches = [sample_traces_batch(40), sample_traces_batch(7).slice(2, 5), sample_traces_batch(25)];
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let rows = [(0, 3), (0, 4), (2, 0), (1, 4), (0, 39), (2, 24), (2, 1), (1, 0), (1, 0), (0, 0)];
+        let expected = interleave_record_batch(&sources, &rows).expect("interleaved");
+        assert_eq!(gather(&sources, &rows).expect("gathered"), expected);
+        let columns = batches[0].columns();
+        assert!(columns.iter().any(|column| string_maps(&[column.as_ref()]).is_some()), "the batch has attribute maps");
+    }
+
+    #[test]
+    fn keeps_null_and_empty_maps() -> Result<(), ArrowError> {
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        builder.keys().append_value("http.method");
+        builder.values().append_value("GET");
+        builder.append(true)?;
+        builder.append(false)?;
+        builder.append(true)?;
+        let batch = RecordBatch::try_from_iter([("Attributes", Arc::new(builder.finish()) as ArrayRef)])?;
+        let rows = [(0, 2), (0, 1), (0, 0), (0, 1), (0, 0)];
+        let gathered = gather(&[&batch], &rows)?;
+        assert_eq!(gathered, interleave_record_batch(&[&batch], &rows)?);
+        assert_eq!(gathered.column(0).null_count(), 2);
+        Ok(())
+    }
+}
