@@ -24,7 +24,8 @@ use super::gather::gather;
 use crate::schema::Table;
 
 /// The rows of sorted files as sorted batches of at most `batch_rows` rows, in the table's
-/// sort order (ascending, nulls first, as a flush sorts).
+/// sort order (ascending, nulls first, as a flush sorts). Inputs are decoded `read_rows`
+/// rows at a time.
 pub(super) struct SortedMerge {
     layout: Layout,
     /// The inputs with rows left, as a binary min-heap by the key of their next row.
@@ -58,11 +59,11 @@ struct Input {
 }
 
 impl SortedMerge {
-    pub(super) fn open(table: Table, paths: &[PathBuf], batch_rows: usize) -> Result<Self, StoreError> {
+    pub(super) fn open(table: Table, paths: &[PathBuf], read_rows: usize, batch_rows: usize) -> Result<Self, StoreError> {
         let layout = Layout::of(table)?;
         let mut merge = Self { layout, heap: Vec::new(), sources: Vec::new(), picked: Vec::new(), batch_rows };
         for path in paths {
-            let mut reader = merge.layout.reader(path, batch_rows)?;
+            let mut reader = merge.layout.reader(path, read_rows)?;
             if let Some((batch, keys)) = merge.layout.read(&mut reader, path)? {
                 let source = add_source(&mut merge.sources, &batch);
                 merge.heap.push(Input { path: path.clone(), reader, batch, keys, next: 0, source });
@@ -218,8 +219,8 @@ mod tests {
         writer.close().expect("closed");
     }
 
-    fn merged(paths: &[PathBuf], batch_rows: usize) -> (Vec<(String, i64)>, Vec<usize>) {
-        let mut merge = SortedMerge::open(Table::Logs, paths, batch_rows).expect("opened");
+    fn merged(paths: &[PathBuf], read_rows: usize, batch_rows: usize) -> (Vec<(String, i64)>, Vec<usize>) {
+        let mut merge = SortedMerge::open(Table::Logs, paths, read_rows, batch_rows).expect("opened");
         let (mut rows, mut sizes) = (Vec::new(), Vec::new());
         while let Some(batch) = merge.next_batch().expect("merged") {
             assert_eq!(batch.schema(), Table::Logs.schema());
@@ -243,11 +244,11 @@ mod tests {
         let mut paths = Vec::new();
         for (index, rows) in inputs.iter().enumerate() {
             let path = dir.path().join(format!("{index}.parquet"));
-            // Row groups and read batches of two rows: inputs run out of batches mid-merge.
+            // Row groups of two rows, read a row at a time: inputs run out of batches mid-merge.
             write_file(&path, rows, 2);
             paths.push(path);
         }
-        let (rows, sizes) = merged(&paths, 3);
+        let (rows, sizes) = merged(&paths, 1, 3);
 
         let mut expected: Vec<(String, i64)> = inputs.iter().flat_map(|rows| rows.iter()).map(|(s, t)| (s.to_string(), *t)).collect();
         expected.sort();
@@ -262,7 +263,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("empty.parquet");
         write_file(&path, &[], 2);
-        assert_eq!(merged(&[path], 3), (Vec::new(), Vec::new()));
+        assert_eq!(merged(&[path], 1, 3), (Vec::new(), Vec::new()));
     }
 
     #[test]
@@ -270,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("broken.parquet");
         std::fs::write(&path, b"not parquet").expect("written");
-        let Err(error) = SortedMerge::open(Table::Logs, &[path], 3) else { panic!("a merge of a broken file") };
+        let Err(error) = SortedMerge::open(Table::Logs, &[path], 1, 3) else { panic!("a merge of a broken file") };
         assert!(error.to_string().contains("broken.parquet"), "{error}");
     }
 }
