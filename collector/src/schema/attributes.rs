@@ -7,6 +7,7 @@
 //! is implied rather than stored.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt::Write as _;
 
 use arrow::array::{
@@ -72,22 +73,21 @@ pub(crate) fn attributes_are_text(attributes: &[KeyValue]) -> bool {
         .all(|kv| is_text(&kv.key) && kv.value.as_ref().is_none_or(any_value_is_text))
 }
 
-/// Checks a resource and scope before any of their items are converted: if either holds
-/// invalid UTF-8, every item under them is rejected.
-pub(crate) fn check_resource_and_scope(
-    resource: Option<&Resource>,
-    scope: Option<&InstrumentationScope>,
-    schema_urls: [&[u8]; 2],
-) -> Result<(), RejectReason> {
+/// Checks a resource before any item under it is converted: if it holds invalid UTF-8,
+/// every item under it is rejected.
+pub(crate) fn check_resource(resource: Option<&Resource>, schema_url: &[u8]) -> Result<(), RejectReason> {
     let resource_ok = resource.is_none_or(|r| attributes_are_text(&r.attributes));
-    let scope_ok = scope.is_none_or(|s| {
-        is_text(&s.name) && is_text(&s.version) && attributes_are_text(&s.attributes)
-    });
-    if resource_ok && scope_ok && schema_urls.iter().all(|url| is_text(url)) {
-        Ok(())
-    } else {
-        Err(RejectReason::InvalidUtf8)
-    }
+    if resource_ok && is_text(schema_url) { Ok(()) } else { Err(RejectReason::InvalidUtf8) }
+}
+
+/// [`check_resource`] for a scope.
+pub(crate) fn check_scope(
+    scope: Option<&InstrumentationScope>,
+    schema_url: &[u8],
+) -> Result<(), RejectReason> {
+    let scope_ok = scope
+        .is_none_or(|s| is_text(&s.name) && is_text(&s.version) && attributes_are_text(&s.attributes));
+    if scope_ok && is_text(schema_url) { Ok(()) } else { Err(RejectReason::InvalidUtf8) }
 }
 
 /// The text of a string value, which is stored as it is; `None` for other values, which
@@ -208,14 +208,33 @@ impl<'a> RenderedAttributes<'a> {
     }
 }
 
-/// The resource and scope that every row of one `Scope*` message repeats, borrowed from the
-/// request where they can be.
-pub(crate) struct Context<'a> {
+/// The resource that every row of one `Resource*` message repeats, borrowed from the
+/// request where it can be. Rendered once for all the scopes under it.
+pub(crate) struct ResourceContext<'a> {
     pub(crate) service_name: Cow<'a, str>,
-    pub(crate) resource_attributes: RenderedAttributes<'a>,
+    pub(crate) attributes: RenderedAttributes<'a>,
+    pub(crate) schema_url: &'a str,
+    /// The resource's part of a metric series' id, computed when first asked for.
+    hash: OnceCell<AttributeSetHash>,
+}
+
+impl<'a> ResourceContext<'a> {
+    /// Call only after [`check_resource`] accepted the same values.
+    pub(crate) fn new(resource: Option<&'a Resource>, schema_url: &'a [u8]) -> Self {
+        let attributes = RenderedAttributes::new(resource.map_or(&[][..], |r| &r.attributes));
+        let service_name = attributes.get("service.name").cloned().unwrap_or_default();
+        Self { service_name, attributes, schema_url: text(schema_url), hash: OnceCell::new() }
+    }
+
     /// The resource's part of a metric series' id.
-    pub(crate) resource_hash: AttributeSetHash,
-    pub(crate) resource_schema_url: &'a str,
+    pub(crate) fn hash(&self) -> AttributeSetHash {
+        *self.hash.get_or_init(|| self.attributes.set_hash())
+    }
+}
+
+/// The resource and scope that every row of one `Scope*` message repeats.
+pub(crate) struct Context<'a> {
+    pub(crate) resource: &'a ResourceContext<'a>,
     pub(crate) scope_name: &'a str,
     pub(crate) scope_version: &'a str,
     pub(crate) scope_attributes: RenderedAttributes<'a>,
@@ -224,21 +243,14 @@ pub(crate) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// Call only after [`check_resource_and_scope`] accepted the same values.
+    /// Call only after [`check_scope`] accepted the same values.
     pub(crate) fn new(
-        resource: Option<&'a Resource>,
-        resource_schema_url: &'a [u8],
+        resource: &'a ResourceContext<'a>,
         scope: Option<&'a InstrumentationScope>,
         scope_schema_url: &'a [u8],
     ) -> Self {
-        let resource_attributes =
-            RenderedAttributes::new(resource.map_or(&[][..], |r| &r.attributes));
-        let service_name = resource_attributes.get("service.name").cloned().unwrap_or_default();
         Self {
-            service_name,
-            resource_hash: resource_attributes.set_hash(),
-            resource_attributes,
-            resource_schema_url: text(resource_schema_url),
+            resource,
             scope_name: scope.map_or("", |s| text(&s.name)),
             scope_version: scope.map_or("", |s| text(&s.version)),
             scope_attributes: RenderedAttributes::new(scope.map_or(&[][..], |s| &s.attributes)),

@@ -4,9 +4,9 @@ use arrow::array::{Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, any_value_is_text, any_value_to_string, append_attributes, append_hex,
-    attributes_are_text, attributes_builder, check_resource_and_scope, is_text,
-    is_valid_optional_id, nanos, text, timestamp_builder,
+    AttributesBuilder, Context, ResourceContext, any_value_is_text, any_value_to_string,
+    append_attributes, append_hex, attributes_are_text, attributes_builder, check_resource,
+    check_scope, is_text, is_valid_optional_id, nanos, text, timestamp_builder,
 };
 use super::{Columns as _, RejectReason, Rejections, Table, batch, columns};
 use crate::ingest::wire::{ExportLogsServiceRequest, LogRecord};
@@ -45,12 +45,12 @@ impl LogColumns {
         self.trace_flags.append_value(record.flags);
         self.severity_text.append_value(text(&record.severity_text));
         self.severity_number.append_value(record.severity_number);
-        self.service_name.append_value(&context.service_name);
+        self.service_name.append_value(&context.resource.service_name);
         any_value_to_string(record.body.as_ref(), scratch);
         self.body.append_value(scratch.as_str());
         self.event_name.append_value(text(&record.event_name));
-        self.resource_schema_url.append_value(context.resource_schema_url);
-        context.resource_attributes.append_to(&mut self.resource_attributes);
+        self.resource_schema_url.append_value(context.resource.schema_url);
+        context.resource.attributes.append_to(&mut self.resource_attributes);
         self.scope_schema_url.append_value(context.scope_schema_url);
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
@@ -69,22 +69,17 @@ pub fn logs_to_batch(
     let mut rows = 0usize;
     let mut scratch = String::new();
     for resource_logs in &request.resource_logs {
+        if let Err(reason) = check_resource(resource_logs.resource.as_ref(), &resource_logs.schema_url) {
+            rejections.add(reason, resource_logs.scope_logs.iter().map(|s| s.log_records.len() as u64).sum());
+            continue;
+        }
+        let resource = ResourceContext::new(resource_logs.resource.as_ref(), &resource_logs.schema_url);
         for scope_logs in &resource_logs.scope_logs {
-            let checked = check_resource_and_scope(
-                resource_logs.resource.as_ref(),
-                scope_logs.scope.as_ref(),
-                [&resource_logs.schema_url, &scope_logs.schema_url],
-            );
-            if let Err(reason) = checked {
+            if let Err(reason) = check_scope(scope_logs.scope.as_ref(), &scope_logs.schema_url) {
                 rejections.add(reason, scope_logs.log_records.len() as u64);
                 continue;
             }
-            let context = Context::new(
-                resource_logs.resource.as_ref(),
-                &resource_logs.schema_url,
-                scope_logs.scope.as_ref(),
-                &scope_logs.schema_url,
-            );
+            let context = Context::new(&resource, scope_logs.scope.as_ref(), &scope_logs.schema_url);
             for record in &scope_logs.log_records {
                 match check_log(record) {
                     Ok(times) => {

@@ -14,8 +14,8 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, append_attributes, append_attributes_with, append_hex,
-    attributes_are_text, attributes_builder, attributes_list_builder, check_resource_and_scope,
+    AttributesBuilder, Context, ResourceContext, append_attributes, append_attributes_with, append_hex,
+    attributes_are_text, attributes_builder, attributes_list_builder, check_resource, check_scope,
     end_list, is_text, is_valid_optional_id, nanos, string_list_builder, text,
     timestamp_builder, timestamp_list_builder,
 };
@@ -151,14 +151,14 @@ impl<V: Columns, const EXEMPLARS: bool> Columns for MetricColumns<V, EXEMPLARS> 
 impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
     fn append_common(&mut self, row: &PointRow<'_>, scratch: &mut String) {
         let (context, common) = (row.context, &mut self.common);
-        context.resource_attributes.append_to(&mut common.resource_attributes);
-        common.resource_schema_url.append_value(context.resource_schema_url);
+        context.resource.attributes.append_to(&mut common.resource_attributes);
+        common.resource_schema_url.append_value(context.resource.schema_url);
         common.scope_name.append_value(context.scope_name);
         common.scope_version.append_value(context.scope_version);
         context.scope_attributes.append_to(&mut common.scope_attributes);
         common.scope_dropped_attr_count.append_value(context.scope_dropped_attributes_count);
         common.scope_schema_url.append_value(context.scope_schema_url);
-        common.service_name.append_value(&context.service_name);
+        common.service_name.append_value(&context.resource.service_name);
         let (name, unit) = (text(&row.metric.name), text(&row.metric.unit));
         common.metric_name.append_value(name);
         common.metric_description.append_value(text(&row.metric.description));
@@ -170,7 +170,7 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
         common.start_time_unix.append_value(row.start);
         common.time_unix.append_value(row.time);
         common.flags.append_value(row.flags);
-        common.series_id.append_value(series_id(name, unit, context.resource_hash, attributes));
+        common.series_id.append_value(series_id(name, unit, context.resource.hash(), attributes));
         common.series_start.append_value(true);
         if EXEMPLARS {
             self.append_exemplars(row.exemplars, scratch);
@@ -236,23 +236,18 @@ pub fn metrics_to_batches(
 ) -> Vec<(Table, RecordBatch)> {
     let mut tables = MetricBatches::default();
     for resource_metrics in &request.resource_metrics {
+        if let Err(reason) = check_resource(resource_metrics.resource.as_ref(), &resource_metrics.schema_url) {
+            let metrics = resource_metrics.scope_metrics.iter().flat_map(|s| &s.metrics);
+            rejections.add(reason, metrics.map(metric_data_points).sum());
+            continue;
+        }
+        let resource = ResourceContext::new(resource_metrics.resource.as_ref(), &resource_metrics.schema_url);
         for scope_metrics in &resource_metrics.scope_metrics {
-            let checked = check_resource_and_scope(
-                resource_metrics.resource.as_ref(),
-                scope_metrics.scope.as_ref(),
-                [&resource_metrics.schema_url, &scope_metrics.schema_url],
-            );
-            if let Err(reason) = checked {
-                let points = scope_metrics.metrics.iter().map(metric_data_points).sum();
-                rejections.add(reason, points);
+            if let Err(reason) = check_scope(scope_metrics.scope.as_ref(), &scope_metrics.schema_url) {
+                rejections.add(reason, scope_metrics.metrics.iter().map(metric_data_points).sum());
                 continue;
             }
-            let context = Context::new(
-                resource_metrics.resource.as_ref(),
-                &resource_metrics.schema_url,
-                scope_metrics.scope.as_ref(),
-                &scope_metrics.schema_url,
-            );
+            let context = Context::new(&resource, scope_metrics.scope.as_ref(), &scope_metrics.schema_url);
             for metric in &scope_metrics.metrics {
                 tables.append_metric(&context, metric, rejections);
             }

@@ -6,10 +6,10 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, append_attributes, append_hex, attributes_are_text,
-    attributes_builder, attributes_list_builder, check_resource_and_scope, end_list, is_text,
-    is_valid_id, nanos, string_list_builder, text, timestamp_builder, timestamp_list_builder,
-    u32_list_builder,
+    AttributesBuilder, Context, ResourceContext, append_attributes, append_hex,
+    attributes_are_text, attributes_builder, attributes_list_builder, check_resource, check_scope,
+    end_list, is_text, is_valid_id, nanos, string_list_builder, text, timestamp_builder,
+    timestamp_list_builder, u32_list_builder,
 };
 use super::{Columns as _, RejectReason, Rejections, Table, batch, columns};
 use crate::ingest::envelope::{TraceExport, WireError, decode_span};
@@ -63,8 +63,8 @@ impl TraceColumns {
         self.trace_state.append_value(text(&span.trace_state));
         self.span_name.append_value(text(&span.name));
         self.span_kind.append_value(span_kind_name(span.kind));
-        self.service_name.append_value(&context.service_name);
-        context.resource_attributes.append_to(&mut self.resource_attributes);
+        self.service_name.append_value(&context.resource.service_name);
+        context.resource.attributes.append_to(&mut self.resource_attributes);
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
         append_attributes(&mut self.span_attributes, &span.attributes, scratch);
@@ -101,7 +101,7 @@ impl TraceColumns {
         end_list(&mut self.links_dropped_attributes_count);
 
         self.trace_flags.append_value(span.flags);
-        self.resource_schema_url.append_value(context.resource_schema_url);
+        self.resource_schema_url.append_value(context.resource.schema_url);
         self.scope_schema_url.append_value(context.scope_schema_url);
         context.scope_attributes.append_to(&mut self.scope_attributes);
         self.dropped_attributes_count.append_value(span.dropped_attributes_count);
@@ -122,22 +122,17 @@ pub fn traces_to_batch(
     let mut scratch = String::new();
     let mut span = Span::default();
     for resource_spans in &request.resource_spans {
+        if let Err(reason) = check_resource(resource_spans.resource.as_ref(), &resource_spans.schema_url) {
+            rejections.add(reason, resource_spans.scope_spans.iter().map(|s| s.spans.len() as u64).sum());
+            continue;
+        }
+        let resource = ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url);
         for scope_spans in &resource_spans.scope_spans {
-            let checked = check_resource_and_scope(
-                resource_spans.resource.as_ref(),
-                scope_spans.scope.as_ref(),
-                [&resource_spans.schema_url, &scope_spans.schema_url],
-            );
-            if let Err(reason) = checked {
+            if let Err(reason) = check_scope(scope_spans.scope.as_ref(), &scope_spans.schema_url) {
                 rejections.add(reason, scope_spans.spans.len() as u64);
                 continue;
             }
-            let context = Context::new(
-                resource_spans.resource.as_ref(),
-                &resource_spans.schema_url,
-                scope_spans.scope.as_ref(),
-                &scope_spans.schema_url,
-            );
+            let context = Context::new(&resource, scope_spans.scope.as_ref(), &scope_spans.schema_url);
             for encoded in &scope_spans.spans {
                 decode_span(encoded, &mut span)?;
                 match check_span(&span) {
@@ -298,6 +293,32 @@ mod tests {
             ]
         );
         assert!(rejections.message().contains("invalid_utf8"));
+    }
+
+    #[test]
+    fn invalid_text_in_a_resource_or_scope_rejects_the_spans_under_it() {
+        let invalid = || Bytes::from_static(&[0xff, 0xfe]);
+        let mut request = request_with(vec![span(1, 1_000), span(2, 1_000)]);
+        let mut valid_resource = request.resource_spans[0].clone();
+        // The first resource holds invalid text: both its scopes' spans are rejected.
+        let mut second_scope = request.resource_spans[0].scope_spans[0].clone();
+        second_scope.spans = vec![span(3, 1_000)];
+        request.resource_spans[0].scope_spans.push(second_scope);
+        request.resource_spans[0].schema_url = invalid();
+        // The second resource is valid, but the first of its scopes is not.
+        let mut valid_scope = valid_resource.scope_spans[0].clone();
+        valid_scope.spans = vec![span(4, 1_000)];
+        if let Some(scope) = valid_resource.scope_spans[0].scope.as_mut() {
+            scope.name = invalid();
+        }
+        valid_resource.scope_spans.push(valid_scope);
+        request.resource_spans.push(valid_resource);
+
+        let mut rejections = Rejections::default();
+        let batch = convert_traces(&request, &mut rejections).expect("the span of the valid scope");
+        assert_eq!(rejections.by_reason().collect::<Vec<_>>(), [(RejectReason::InvalidUtf8, 5)]);
+        let span_ids = batch.column_by_name("SpanId").expect("SpanId").as_string::<i32>().clone();
+        assert_eq!(span_ids.iter().collect::<Vec<_>>(), [Some("0000000000000005")]);
     }
 
     #[test]
