@@ -126,6 +126,37 @@ impl Export {
         }
     }
 
+    /// Memory the request's rows may take in Arrow, which admission reserves: about three
+    /// times the protobuf, plus the resource and scope that every item repeats. A small
+    /// request of many items under large resource attributes expands many times over.
+    fn arrow_bytes_estimate(&self) -> usize {
+        let mut repeated = RepeatedBytes::default();
+        match &self.request {
+            Request::Traces(request) => {
+                for r in &request.resource_spans {
+                    for s in &r.scope_spans {
+                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.spans.len() as u64);
+                    }
+                }
+            }
+            Request::Logs(request) => {
+                for r in &request.resource_logs {
+                    for s in &r.scope_logs {
+                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.log_records.len() as u64);
+                    }
+                }
+            }
+            Request::Metrics(request) => {
+                for r in &request.resource_metrics {
+                    for s in &r.scope_metrics {
+                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.metrics.iter().map(metric_data_points).sum());
+                    }
+                }
+            }
+        }
+        self.protobuf.len().saturating_mul(3).saturating_add(repeated.bytes)
+    }
+
     /// Spans, data points or log records in the request.
     pub fn item_count(&self) -> u64 {
         let count: usize = match &self.request {
@@ -182,6 +213,26 @@ fn fill_omitted_value_lists(json: &mut serde_json::Value) {
     }
 }
 
+/// Bytes that items repeat from their resource and scope (see
+/// [`Export::arrow_bytes_estimate`]); the encoded size stands for the rendered one.
+#[derive(Default)]
+struct RepeatedBytes {
+    bytes: usize,
+}
+
+impl RepeatedBytes {
+    fn add(
+        &mut self,
+        resource: Option<&wire::Resource>,
+        scope: Option<&wire::InstrumentationScope>,
+        items: u64,
+    ) {
+        let len = resource.map_or(0, |r| r.encoded_len()) + scope.map_or(0, |s| s.encoded_len());
+        let bytes = usize::try_from(items).map_or(usize::MAX, |items| len.saturating_mul(items));
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+}
+
 /// The ingest pipeline shared by both transports.
 pub struct Ingestor {
     store: Arc<Store>,
@@ -220,8 +271,7 @@ impl Ingestor {
         let labels = SignalLabels { signal: signal.as_str() };
         self.metrics.items_received.get_or_create(&labels).inc_by(items);
 
-        // Arrow takes roughly three times the protobuf size.
-        let admission = match self.store.admit(encoded_len.saturating_mul(3)) {
+        let admission = match self.store.admit(export.arrow_bytes_estimate()) {
             Ok(admission) => admission,
             Err(refusal) => {
                 self.count_refused(signal, refusal.as_str(), items);

@@ -9,7 +9,7 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 
 use crate::support::Collector;
-use crate::support::otlp::{GrpcClient, gzip, now_nanos, post, post_traces, spans};
+use crate::support::otlp::{GrpcClient, attribute, gzip, now_nanos, post, post_traces, spans};
 
 const PROTOBUF: Option<&str> = Some("application/x-protobuf");
 const JSON: Option<&str> = Some("application/json");
@@ -96,6 +96,24 @@ fn oversized_grpc_requests_get_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let small = client.export(spans("big", 1, 10, now_nanos()));
     assert!(small.is_ok(), "the collector keeps serving: {small:?}");
+}
+
+#[test]
+fn a_request_is_admitted_by_the_memory_its_rows_take_not_its_size() {
+    // 300 spans under a resource with a 64 KiB attribute: an 80 KB request whose rows
+    // repeat the attribute, about 20 MB, over the 16 MiB limit.
+    let collector = Collector::start_with(&["--memory-limit-bytes", "16777216", "--max-request-bytes", "1048576"]);
+    let mut request = spans("expanding", 0, 300, now_nanos());
+    let resource = request.resource_spans[0].resource.as_mut().expect("a resource");
+    resource.attributes.push(attribute("k8s.pod.labels", &"x".repeat(64 << 10)));
+    assert!(request.encoded_len() < 100_000);
+
+    let reply = post_traces(&collector.http_endpoint(), &request);
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+    let refused = collector.metric_value("meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}");
+    assert_eq!(refused, Some(300.0));
+    // The same spans under a small resource get in.
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("expanding", 1, 300, now_nanos())).status, 200);
 }
 
 #[test]
