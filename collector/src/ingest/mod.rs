@@ -55,6 +55,10 @@ pub enum IngestError {
     /// The decompressed request is larger than `limits.max_request_bytes`.
     #[error("request exceeds the {limit}-byte limit")]
     TooLarge { limit: usize },
+    /// The request's rows would take more than `limits.memory_limit_bytes` even with
+    /// nothing else buffered: no retry can succeed.
+    #[error("the request's rows would take about {estimate} bytes, over the {limit}-byte memory limit")]
+    OverMemoryLimit { estimate: usize, limit: usize },
     /// Refused before writing (memory limit, shutdown): retry later.
     #[error("{0}")]
     Refused(Refusal),
@@ -266,12 +270,17 @@ impl Ingestor {
     /// partial-success response).
     pub async fn export(&self, export: Export) -> Result<Rejections, IngestError> {
         let signal = export.signal();
+        let estimate = export.arrow_bytes_estimate();
+        let limit = self.limits.memory_limit_bytes;
+        if estimate > limit {
+            return Err(IngestError::OverMemoryLimit { estimate, limit });
+        }
         let encoded_len = export.protobuf.len();
         let items = export.item_count();
         let labels = SignalLabels { signal: signal.as_str() };
         self.metrics.items_received.get_or_create(&labels).inc_by(items);
 
-        let admission = match self.store.admit(export.arrow_bytes_estimate()) {
+        let admission = match self.store.admit(estimate) {
             Ok(admission) => admission,
             Err(refusal) => {
                 self.count_refused(signal, refusal.as_str(), items);

@@ -206,7 +206,9 @@ impl<K: ExportKind> UnaryService<Export> for ExportUnary<K> {
 fn grpc_status(error: &IngestError, retry_after_secs: u64) -> Status {
     match error {
         IngestError::Invalid(_) => Status::invalid_argument(error.to_string()),
-        IngestError::TooLarge { .. } => Status::resource_exhausted(error.to_string()),
+        IngestError::TooLarge { .. } | IngestError::OverMemoryLimit { .. } => {
+            Status::resource_exhausted(error.to_string())
+        }
         IngestError::Refused(_) | IngestError::Store(_) => Status::with_error_details(
             Code::Unavailable,
             error.to_string(),

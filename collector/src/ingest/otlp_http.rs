@@ -85,7 +85,9 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
         Err(error) => {
             match error {
                 IngestError::Invalid(_) => ingestor.count_failed_request(signal, "invalid"),
-                IngestError::TooLarge { .. } => ingestor.count_failed_request(signal, "too_large"),
+                IngestError::TooLarge { .. } | IngestError::OverMemoryLimit { .. } => {
+                    ingestor.count_failed_request(signal, "too_large");
+                }
                 // Refusals are counted per item by the ingestor.
                 IngestError::Refused(_) | IngestError::Store(_) => {}
             }
@@ -100,7 +102,7 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
 fn http_status(error: &IngestError) -> StatusCode {
     match error {
         IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
-        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::TooLarge { .. } | IngestError::OverMemoryLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         IngestError::Refused(_) | IngestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -99,9 +99,9 @@ fn oversized_grpc_requests_get_resource_exhausted() {
 }
 
 #[test]
-fn a_request_is_admitted_by_the_memory_its_rows_take_not_its_size() {
+fn a_request_whose_rows_can_never_fit_in_memory_is_too_large() {
     // 300 spans under a resource with a 64 KiB attribute: an 80 KB request whose rows
-    // repeat the attribute, about 20 MB, over the 16 MiB limit.
+    // repeat the attribute, about 20 MB, over the 16 MiB limit however empty memory is.
     let collector = Collector::start_with(&["--memory-limit-bytes", "16777216", "--max-request-bytes", "1048576"]);
     let mut request = spans("expanding", 0, 300, now_nanos());
     let resource = request.resource_spans[0].resource.as_mut().expect("a resource");
@@ -109,27 +109,36 @@ fn a_request_is_admitted_by_the_memory_its_rows_take_not_its_size() {
     assert!(request.encoded_len() < 100_000);
 
     let reply = post_traces(&collector.http_endpoint(), &request);
-    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
-    let refused = collector.metric_value("meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}");
-    assert_eq!(refused, Some(300.0));
+    assert_eq!(reply.status, 413, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(String::from_utf8_lossy(&reply.body).contains("memory limit"));
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let status = client.export(request).expect_err("over the memory limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
     // The same spans under a small resource get in.
     assert_eq!(post_traces(&collector.http_endpoint(), &spans("expanding", 1, 300, now_nanos())).status, 200);
+    let stored = collector.sql("SELECT count(*) AS n FROM otel_traces");
+    assert_eq!(stored.single_value().as_u64(), Some(300));
 }
 
 #[test]
 fn over_the_memory_limit_ingest_refuses_retryably() {
-    // A 1.2 MB request reserves about three times its size, over the 2 MiB limit.
+    // Each 1.2 MB request reserves about 4 MB; with no flush before the memtable reaches the
+    // limit, one of the first few is refused.
     let collector = Collector::start_with(&[
-        "--memory-limit-bytes", "2097152",
+        "--memory-limit-bytes", "8388608",
         "--max-request-bytes", "2000000",
-        "--flush-bytes", "1048576",
+        "--flush-bytes", "8388608",
     ]);
     let big = spans("memory", 0, 15_000, now_nanos());
     assert!(big.encoded_len() > 1_000_000);
 
-    let reply = post_traces(&collector.http_endpoint(), &big);
-    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    let refusal = (0..8)
+        .map(|_| post_traces(&collector.http_endpoint(), &big))
+        .find(|reply| reply.status != 200)
+        .expect("a refusal once memory fills");
+    assert_eq!(refusal.status, 503, "{}", String::from_utf8_lossy(&refusal.body));
+    assert_eq!(refusal.retry_after.as_deref(), Some("1"));
 
     let mut client = GrpcClient::connect(&collector.grpc_endpoint());
     let status = client.export(big).expect_err("refused");
