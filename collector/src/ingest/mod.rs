@@ -134,31 +134,36 @@ impl Export {
     /// times the protobuf, plus the resource and scope that every item repeats. A small
     /// request of many items under large resource attributes expands many times over.
     fn arrow_bytes_estimate(&self) -> usize {
-        let mut repeated = RepeatedBytes::default();
-        match &self.request {
-            Request::Traces(request) => {
-                for r in &request.resource_spans {
-                    for s in &r.scope_spans {
-                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.spans.len() as u64);
-                    }
-                }
-            }
-            Request::Logs(request) => {
-                for r in &request.resource_logs {
-                    for s in &r.scope_logs {
-                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.log_records.len() as u64);
-                    }
-                }
-            }
-            Request::Metrics(request) => {
-                for r in &request.resource_metrics {
-                    for s in &r.scope_metrics {
-                        repeated.add(r.resource.as_ref(), s.scope.as_ref(), s.metrics.iter().map(metric_data_points).sum());
-                    }
-                }
-            }
-        }
-        self.protobuf.len().saturating_mul(3).saturating_add(repeated.bytes)
+        let repeated = match &self.request {
+            Request::Traces(request) => request
+                .resource_spans
+                .iter()
+                .map(|r| {
+                    let scopes = r.scope_spans.iter().map(|s| (s.scope.as_ref(), s.spans.len()));
+                    repeated_bytes(r.resource.as_ref(), scopes)
+                })
+                .fold(0, usize::saturating_add),
+            Request::Logs(request) => request
+                .resource_logs
+                .iter()
+                .map(|r| {
+                    let scopes = r.scope_logs.iter().map(|s| (s.scope.as_ref(), s.log_records.len()));
+                    repeated_bytes(r.resource.as_ref(), scopes)
+                })
+                .fold(0, usize::saturating_add),
+            Request::Metrics(request) => request
+                .resource_metrics
+                .iter()
+                .map(|r| {
+                    let scopes = r.scope_metrics.iter().map(|s| {
+                        let points: u64 = s.metrics.iter().map(metric_data_points).sum();
+                        (s.scope.as_ref(), usize::try_from(points).unwrap_or(usize::MAX))
+                    });
+                    repeated_bytes(r.resource.as_ref(), scopes)
+                })
+                .fold(0, usize::saturating_add),
+        };
+        self.protobuf.len().saturating_mul(3).saturating_add(repeated)
     }
 
     /// Spans, data points or log records in the request.
@@ -217,24 +222,17 @@ fn fill_omitted_value_lists(json: &mut serde_json::Value) {
     }
 }
 
-/// Bytes that items repeat from their resource and scope (see
-/// [`Export::arrow_bytes_estimate`]); the encoded size stands for the rendered one.
-#[derive(Default)]
-struct RepeatedBytes {
-    bytes: usize,
-}
-
-impl RepeatedBytes {
-    fn add(
-        &mut self,
-        resource: Option<&wire::Resource>,
-        scope: Option<&wire::InstrumentationScope>,
-        items: u64,
-    ) {
-        let len = resource.map_or(0, |r| r.encoded_len()) + scope.map_or(0, |s| s.encoded_len());
-        let bytes = usize::try_from(items).map_or(usize::MAX, |items| len.saturating_mul(items));
-        self.bytes = self.bytes.saturating_add(bytes);
-    }
+/// Bytes that the items under one resource repeat from it and from their scope, given each
+/// scope and its item count (see [`Export::arrow_bytes_estimate`]). The encoded sizes stand
+/// for the rendered ones.
+fn repeated_bytes<'a>(
+    resource: Option<&wire::Resource>,
+    scopes: impl Iterator<Item = (Option<&'a wire::InstrumentationScope>, usize)>,
+) -> usize {
+    let resource_len = resource.map_or(0, |r| r.encoded_len());
+    scopes
+        .map(|(scope, items)| (resource_len + scope.map_or(0, |s| s.encoded_len())).saturating_mul(items))
+        .fold(0, usize::saturating_add)
 }
 
 /// The ingest pipeline shared by both transports.

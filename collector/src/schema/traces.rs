@@ -317,7 +317,7 @@ mod tests {
         let mut rejections = Rejections::default();
         let batch = convert_traces(&request, &mut rejections).expect("the span of the valid scope");
         assert_eq!(rejections.by_reason().collect::<Vec<_>>(), [(RejectReason::InvalidUtf8, 5)]);
-        let span_ids = batch.column_by_name("SpanId").expect("SpanId").as_string::<i32>().clone();
+        let span_ids = batch.column_by_name("SpanId").expect("SpanId").as_string::<i32>();
         assert_eq!(span_ids.iter().collect::<Vec<_>>(), [Some("0000000000000005")]);
     }
 
