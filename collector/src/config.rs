@@ -130,7 +130,9 @@ pub struct StorageConfig {
     /// compress a little better.
     pub row_group_rows: usize,
     /// zstd level of compacted Parquet files (1–22). Flushed files are written uncompressed
-    /// for speed; compaction rewrites them at this level.
+    /// for speed; compaction rewrites them at this level. Pages are small (4096 rows of a
+    /// column), so higher levels find little more to remove: merging flushed mesh spans at
+    /// level 3 took about 10 % more CPU than at 1 for 0.7 % smaller files.
     pub zstd_level: i32,
     /// While an hour is open, compact once it has this many files of similar size (a
     /// tier); more means fewer rewrites of each byte, but more files for queries to open
@@ -153,7 +155,7 @@ impl Default for StorageConfig {
             flush_bytes: 10 << 20,
             flush_interval_secs: 60,
             row_group_rows: 32 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
             compaction_min_files: 12,
             compaction_max_input_bytes: 64 << 20,
             maintenance_interval_secs: 30,
