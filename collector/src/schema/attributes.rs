@@ -11,15 +11,17 @@ use std::cell::OnceCell;
 use std::fmt::Write as _;
 
 use arrow::array::{
-    ArrayBuilder, ListBuilder, MapBuilder, StringBuilder, TimestampNanosecondBuilder,
-    UInt32Builder,
+    ArrayBuilder, ArrayRef, BooleanArray, ListBuilder, MapBuilder, StringBuilder,
+    TimestampNanosecondBuilder, UInt32Builder,
 };
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::content_hash::AttributeSetHash;
 use crate::ingest::wire::{AnyValue, InstrumentationScope, KeyValue, Resource, any_value};
-use crate::schema::RejectReason;
+use crate::schema::{RejectReason, Rejections, Table, batch};
 
 /// Builder of a `Map<Utf8, Utf8>` attributes column.
 pub(crate) type AttributesBuilder = MapBuilder<StringBuilder, StringBuilder>;
@@ -46,6 +48,72 @@ pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
 
 pub(crate) fn u32_list_builder() -> ListBuilder<UInt32Builder> {
     ListBuilder::new(UInt32Builder::new())
+}
+
+/// Checks the text of the rows a converter appends, once, as it appends it. Text that is
+/// not UTF-8 appends as an empty string and marks its row; [`TextRows::finish`] leaves the
+/// marked rows out of the batch and counts them as rejected. A separate check before
+/// appending read every string twice: without it, decoding and converting spans takes
+/// about 9 % less time.
+#[derive(Debug, Default)]
+pub(crate) struct TextRows {
+    /// Rows ended so far, marked ones included.
+    rows: usize,
+    /// Whether the row being appended holds invalid text.
+    row_invalid: bool,
+    invalid: Vec<usize>,
+}
+
+impl TextRows {
+    /// `bytes` as text for the row being appended; empty, marking the row, if not UTF-8.
+    pub(crate) fn text<'a>(&mut self, bytes: &'a [u8]) -> &'a str {
+        std::str::from_utf8(bytes).unwrap_or_else(|_| {
+            self.row_invalid = true;
+            ""
+        })
+    }
+
+    /// A value as stored (see the module docs), checking its text: strings as they are,
+    /// other values rendered into `scratch`.
+    pub(crate) fn value<'a>(&mut self, value: Option<&'a AnyValue>, scratch: &'a mut String) -> &'a str {
+        if let Some(any_value::Value::StringValue(text)) = value.and_then(|v| v.value.as_ref()) {
+            return self.text(text);
+        }
+        // Only arrays and key-value lists hold text among the other values.
+        self.row_invalid |= !value.is_none_or(any_value_is_text);
+        any_value_to_string(value, scratch);
+        scratch
+    }
+
+    /// Ends the row being appended.
+    pub(crate) fn end_row(&mut self) {
+        if std::mem::take(&mut self.row_invalid) {
+            self.invalid.push(self.rows);
+        }
+        self.rows += 1;
+    }
+
+    /// The batch of the rows that hold only valid text, or `None` if there are none. The
+    /// others are counted in `rejections`.
+    pub(crate) fn finish(self, table: Table, arrays: Vec<ArrayRef>, rejections: &mut Rejections) -> Option<RecordBatch> {
+        if self.invalid.len() == self.rows {
+            rejections.add(RejectReason::InvalidUtf8, self.rows as u64);
+            return None;
+        }
+        let batch = batch(table, arrays);
+        if self.invalid.is_empty() {
+            return Some(batch);
+        }
+        rejections.add(RejectReason::InvalidUtf8, self.invalid.len() as u64);
+        let mut keep = vec![true; self.rows];
+        for row in self.invalid {
+            keep[row] = false;
+        }
+        match filter_record_batch(&batch, &BooleanArray::from(keep)) {
+            Ok(valid) => Some(valid),
+            Err(error) => unreachable!("a mask as long as the batch: {error}"),
+        }
+    }
 }
 
 /// The text of a field already checked with [`is_text`].
@@ -260,32 +328,28 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Appends one map row holding `attributes`; `scratch` is reused across calls.
+/// Appends one map row holding `attributes`, checking their text for `rows`; `scratch` is
+/// reused across calls.
 pub(crate) fn append_attributes(
     builder: &mut AttributesBuilder,
     attributes: &[KeyValue],
+    rows: &mut TextRows,
     scratch: &mut String,
 ) {
-    append_attributes_with(builder, attributes, scratch, |_, _| {});
+    append_attributes_with(builder, attributes, rows, scratch, |_, _| {});
 }
 
 /// [`append_attributes`], showing `each` every key and value as stored.
 pub(crate) fn append_attributes_with(
     builder: &mut AttributesBuilder,
     attributes: &[KeyValue],
+    rows: &mut TextRows,
     scratch: &mut String,
     mut each: impl FnMut(&str, &str),
 ) {
     for kv in attributes {
-        let key = text(&kv.key);
-        // Strings, by far the most common values, go in without the scratch copy.
-        let value = match string_value(kv.value.as_ref()) {
-            Some(value) => value,
-            None => {
-                any_value_to_string(kv.value.as_ref(), scratch);
-                scratch.as_str()
-            }
-        };
+        let key = rows.text(&kv.key);
+        let value = rows.value(kv.value.as_ref(), scratch);
         builder.keys().append_value(key);
         builder.values().append_value(value);
         each(key, value);

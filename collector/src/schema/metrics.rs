@@ -14,12 +14,12 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, ResourceContext, append_attributes, append_attributes_with, append_hex,
-    attributes_are_text, attributes_builder, attributes_list_builder, check_resource, check_scope,
-    end_list, is_text, is_valid_optional_id, nanos, string_list_builder, text,
-    timestamp_builder, timestamp_list_builder,
+    AttributesBuilder, Context, ResourceContext, TextRows, append_attributes, append_attributes_with,
+    append_hex, attributes_builder, attributes_list_builder, check_resource, check_scope, end_list,
+    is_text, is_valid_optional_id, nanos, string_list_builder, text, timestamp_builder,
+    timestamp_list_builder,
 };
-use super::{Columns, RejectReason, Rejections, Table, batch, columns};
+use super::{Columns, RejectReason, Rejections, Table, columns};
 use crate::content_hash::{AttributeSetHash, series_id};
 use crate::ingest::wire::{
     Exemplar, ExponentialHistogramDataPoint, ExportMetricsServiceRequest, HistogramDataPoint,
@@ -118,7 +118,8 @@ pub(crate) struct MetricColumns<V, const EXEMPLARS: bool> {
     common: CommonColumns,
     values: V,
     exemplars: ExemplarColumns,
-    rows: usize,
+    /// Checks the text of the rows appended.
+    rows: TextRows,
 }
 
 pub(crate) type GaugeColumns = MetricColumns<GaugeValues, true>;
@@ -138,7 +139,6 @@ impl<V: Columns, const EXEMPLARS: bool> Columns for MetricColumns<V, EXEMPLARS> 
     }
 
     fn finish_arrays(&mut self) -> Vec<ArrayRef> {
-        self.rows = 0;
         let mut arrays = self.common.finish_arrays();
         arrays.extend(self.values.finish_arrays());
         if EXEMPLARS {
@@ -150,7 +150,7 @@ impl<V: Columns, const EXEMPLARS: bool> Columns for MetricColumns<V, EXEMPLARS> 
 
 impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
     fn append_common(&mut self, row: &PointRow<'_>, scratch: &mut String) {
-        let (context, common) = (row.context, &mut self.common);
+        let (context, common, rows) = (row.context, &mut self.common, &mut self.rows);
         context.resource.attributes.append_to(&mut common.resource_attributes);
         common.resource_schema_url.append_value(context.resource.schema_url);
         common.scope_name.append_value(context.scope_name);
@@ -164,7 +164,7 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
         common.metric_description.append_value(text(&row.metric.description));
         common.metric_unit.append_value(unit);
         let mut attributes = AttributeSetHash::default();
-        append_attributes_with(&mut common.attributes, row.attributes, scratch, |key, value| {
+        append_attributes_with(&mut common.attributes, row.attributes, rows, scratch, |key, value| {
             attributes.add(key, value);
         });
         common.start_time_unix.append_value(row.start);
@@ -175,13 +175,13 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
         if EXEMPLARS {
             self.append_exemplars(row.exemplars, scratch);
         }
-        self.rows += 1;
+        self.rows.end_row();
     }
 
     fn append_exemplars(&mut self, exemplars: &[Exemplar], scratch: &mut String) {
-        let columns = &mut self.exemplars;
+        let (columns, rows) = (&mut self.exemplars, &mut self.rows);
         for exemplar in exemplars {
-            append_attributes(columns.filtered_attributes.values(), &exemplar.filtered_attributes, scratch);
+            append_attributes(columns.filtered_attributes.values(), &exemplar.filtered_attributes, rows, scratch);
             columns.time_unix.values().append_value(nanos(exemplar.time_unix_nano).unwrap_or(0));
             let value = match exemplar.value {
                 Some(exemplar::Value::AsDouble(v)) => Some(v),
@@ -199,9 +199,10 @@ impl<V: Columns, const EXEMPLARS: bool> MetricColumns<V, EXEMPLARS> {
         end_list(&mut columns.trace_id);
     }
 
-    fn finish_into(mut self, table: Table, batches: &mut Vec<(Table, RecordBatch)>) {
-        if self.rows > 0 {
-            batches.push((table, batch(table, self.finish_arrays())));
+    fn finish_into(mut self, table: Table, batches: &mut Vec<(Table, RecordBatch)>, rejections: &mut Rejections) {
+        let arrays = self.finish_arrays();
+        if let Some(batch) = self.rows.finish(table, arrays, rejections) {
+            batches.push((table, batch));
         }
     }
 }
@@ -254,11 +255,11 @@ pub fn metrics_to_batches(
         }
     }
     let mut batches = Vec::new();
-    tables.gauge.finish_into(Table::MetricsGauge, &mut batches);
-    tables.sum.finish_into(Table::MetricsSum, &mut batches);
-    tables.histogram.finish_into(Table::MetricsHistogram, &mut batches);
-    tables.exp_histogram.finish_into(Table::MetricsExpHistogram, &mut batches);
-    tables.summary.finish_into(Table::MetricsSummary, &mut batches);
+    tables.gauge.finish_into(Table::MetricsGauge, &mut batches, rejections);
+    tables.sum.finish_into(Table::MetricsSum, &mut batches, rejections);
+    tables.histogram.finish_into(Table::MetricsHistogram, &mut batches, rejections);
+    tables.exp_histogram.finish_into(Table::MetricsExpHistogram, &mut batches, rejections);
+    tables.summary.finish_into(Table::MetricsSummary, &mut batches, rejections);
     batches
 }
 
@@ -383,11 +384,6 @@ fn point_row<'a>(
     if !exemplar_ids_ok {
         return Err(RejectReason::InvalidTraceId);
     }
-    let texts_ok = attributes_are_text(attributes)
-        && exemplars.iter().all(|e| attributes_are_text(&e.filtered_attributes));
-    if !texts_ok {
-        return Err(RejectReason::InvalidUtf8);
-    }
     let exemplar_times_ok = exemplars.iter().all(|e| nanos(e.time_unix_nano).is_some());
     let (Some(start), Some(time)) = (nanos(times.0), nanos(times.1)) else {
         return Err(RejectReason::TimestampOutOfRange);
@@ -451,4 +447,49 @@ fn summary_row<'a>(
     let times = (point.start_time_unix_nano, point.time_unix_nano);
     let row = point_row(context, metric, &point.attributes, &[], times, point.flags);
     accepted(row, rejections)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ingest::wire::any_value::Value;
+    use crate::ingest::wire::{Gauge, ResourceMetrics, ScopeMetrics, Sum};
+    use crate::test_data::{attribute, string};
+
+    fn point(attributes: Vec<KeyValue>) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes,
+            time_unix_nano: 1_700_000_000_000_000_000,
+            value: Some(number_data_point::Value::AsInt(1)),
+            ..NumberDataPoint::default()
+        }
+    }
+
+    fn metric(name: &str, data: metric::Data) -> Metric {
+        Metric { name: Bytes::copy_from_slice(name.as_bytes()), data: Some(data), ..Metric::default() }
+    }
+
+    #[test]
+    fn data_points_with_invalid_text_are_rejected_and_the_others_stored() {
+        let invalid = || Value::StringValue(Bytes::from_static(&[0xc3, 0x28]));
+        let gauge_points = vec![point(vec![attribute("k", string("kept"))]), point(vec![attribute("k", invalid())])];
+        let mut in_an_exemplar = point(Vec::new());
+        in_an_exemplar.exemplars.push(Exemplar { filtered_attributes: vec![attribute("k", invalid())], ..Exemplar::default() });
+        let sum = Sum { data_points: vec![in_an_exemplar], ..Sum::default() };
+        let metrics = vec![
+            metric("gauge", metric::Data::Gauge(Gauge { data_points: gauge_points })),
+            metric("sum", metric::Data::Sum(sum)),
+        ];
+        let scope_metrics = vec![ScopeMetrics { metrics, ..ScopeMetrics::default() }];
+        let resource_metrics = vec![ResourceMetrics { scope_metrics, ..ResourceMetrics::default() }];
+        let request = ExportMetricsServiceRequest { resource_metrics };
+
+        let mut rejections = Rejections::default();
+        let batches = metrics_to_batches(&request, &mut rejections);
+        assert_eq!(rejections.by_reason().collect::<Vec<_>>(), [(RejectReason::InvalidUtf8, 2)]);
+        let rows: Vec<_> = batches.iter().map(|(table, batch)| (*table, batch.num_rows())).collect();
+        assert_eq!(rows, [(Table::MetricsGauge, 1)]);
+    }
 }

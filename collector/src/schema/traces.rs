@@ -6,12 +6,12 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
-    AttributesBuilder, Context, ResourceContext, append_attributes, append_hex,
-    attributes_are_text, attributes_builder, attributes_list_builder, check_resource, check_scope,
-    end_list, is_text, is_valid_id, nanos, string_list_builder, text, timestamp_builder,
-    timestamp_list_builder, u32_list_builder,
+    AttributesBuilder, Context, ResourceContext, TextRows, append_attributes, append_hex,
+    attributes_builder, attributes_list_builder, check_resource, check_scope, end_list,
+    is_valid_id, nanos, string_list_builder, timestamp_builder, timestamp_list_builder,
+    u32_list_builder,
 };
-use super::{Columns as _, RejectReason, Rejections, Table, batch, columns};
+use super::{Columns as _, RejectReason, Rejections, Table, columns};
 use crate::ingest::envelope::{TraceExport, WireError, decode_span};
 use crate::ingest::wire::Span;
 
@@ -55,29 +55,30 @@ columns! {
 }
 
 impl TraceColumns {
-    fn append(&mut self, context: &Context<'_>, span: &Span, start: i64, scratch: &mut String) {
+    /// Appends one span; `rows` checks its text.
+    fn append(&mut self, context: &Context<'_>, span: &Span, start: i64, rows: &mut TextRows, scratch: &mut String) {
         self.timestamp.append_value(start);
         append_hex(&mut self.trace_id, &span.trace_id);
         append_hex(&mut self.span_id, &span.span_id);
         append_hex(&mut self.parent_span_id, &span.parent_span_id);
-        self.trace_state.append_value(text(&span.trace_state));
-        self.span_name.append_value(text(&span.name));
+        self.trace_state.append_value(rows.text(&span.trace_state));
+        self.span_name.append_value(rows.text(&span.name));
         self.span_kind.append_value(span_kind_name(span.kind));
         self.service_name.append_value(&context.resource.service_name);
         context.resource.attributes.append_to(&mut self.resource_attributes);
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
-        append_attributes(&mut self.span_attributes, &span.attributes, scratch);
+        append_attributes(&mut self.span_attributes, &span.attributes, rows, scratch);
         self.duration.append_value(span.end_time_unix_nano - span.start_time_unix_nano);
         let status = span.status.as_ref();
         self.status_code.append_value(status_code_name(status.map_or(0, |s| s.code)));
-        self.status_message.append_value(status.map_or("", |s| text(&s.message)));
+        self.status_message.append_value(status.map_or("", |s| rows.text(&s.message)));
 
         for event in &span.events {
             // Event times were range-checked by `check_span`.
             self.events_timestamp.values().append_value(nanos(event.time_unix_nano).unwrap_or(0));
-            self.events_name.values().append_value(text(&event.name));
-            append_attributes(self.events_attributes.values(), &event.attributes, scratch);
+            self.events_name.values().append_value(rows.text(&event.name));
+            append_attributes(self.events_attributes.values(), &event.attributes, rows, scratch);
             self.events_dropped_attributes_count.values().append_value(event.dropped_attributes_count);
         }
         end_list(&mut self.events_timestamp);
@@ -88,8 +89,8 @@ impl TraceColumns {
         for link in &span.links {
             append_hex(self.links_trace_id.values(), &link.trace_id);
             append_hex(self.links_span_id.values(), &link.span_id);
-            self.links_trace_state.values().append_value(text(&link.trace_state));
-            append_attributes(self.links_attributes.values(), &link.attributes, scratch);
+            self.links_trace_state.values().append_value(rows.text(&link.trace_state));
+            append_attributes(self.links_attributes.values(), &link.attributes, rows, scratch);
             self.links_flags.values().append_value(link.flags);
             self.links_dropped_attributes_count.values().append_value(link.dropped_attributes_count);
         }
@@ -107,6 +108,7 @@ impl TraceColumns {
         self.dropped_attributes_count.append_value(span.dropped_attributes_count);
         self.dropped_events_count.append_value(span.dropped_events_count);
         self.dropped_links_count.append_value(span.dropped_links_count);
+        rows.end_row();
     }
 }
 
@@ -118,7 +120,7 @@ pub fn traces_to_batch(
     rejections: &mut Rejections,
 ) -> Result<Option<RecordBatch>, WireError> {
     let mut columns = TraceColumns::default();
-    let mut rows = 0usize;
+    let mut rows = TextRows::default();
     let mut scratch = String::new();
     let mut span = Span::default();
     for resource_spans in &request.resource_spans {
@@ -136,22 +138,17 @@ pub fn traces_to_batch(
             for encoded in &scope_spans.spans {
                 decode_span(encoded, &mut span)?;
                 match check_span(&span) {
-                    Ok(start) => {
-                        columns.append(&context, &span, start, &mut scratch);
-                        rows += 1;
-                    }
+                    Ok(start) => columns.append(&context, &span, start, &mut rows, &mut scratch),
                     Err(reason) => rejections.add(reason, 1),
                 }
             }
         }
     }
-    if rows == 0 {
-        return Ok(None);
-    }
-    Ok(Some(batch(Table::Traces, columns.finish_arrays())))
+    Ok(rows.finish(Table::Traces, columns.finish_arrays(), rejections))
 }
 
-/// Validates a span, returning its start time as stored.
+/// Validates a span but for its text, which `TextRows` checks as the span is appended;
+/// returns its start time as stored.
 fn check_span(span: &Span) -> Result<i64, RejectReason> {
     if !is_valid_id(&span.trace_id, 16) {
         return Err(RejectReason::InvalidTraceId);
@@ -169,15 +166,6 @@ fn check_span(span: &Span) -> Result<i64, RejectReason> {
         .all(|link| is_valid_id(&link.trace_id, 16) && is_valid_id(&link.span_id, 8));
     if !links_ok {
         return Err(RejectReason::InvalidSpanId);
-    }
-    let texts_ok = is_text(&span.name)
-        && is_text(&span.trace_state)
-        && attributes_are_text(&span.attributes)
-        && span.status.as_ref().is_none_or(|s| is_text(&s.message))
-        && span.events.iter().all(|e| is_text(&e.name) && attributes_are_text(&e.attributes))
-        && span.links.iter().all(|l| is_text(&l.trace_state) && attributes_are_text(&l.attributes));
-    if !texts_ok {
-        return Err(RejectReason::InvalidUtf8);
     }
     let times_ok = nanos(span.end_time_unix_nano).is_some()
         && span.events.iter().all(|e| nanos(e.time_unix_nano).is_some());
