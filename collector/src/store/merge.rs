@@ -7,6 +7,7 @@
 //! DataFusion's merge, used before, fetched every column of an input's row group whole
 //! before decoding any of it: about 10 MB for twelve flushed files at 10 000 spans/s.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{Row, RowConverter, Rows, SortField};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::basic::Type as PhysicalType;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::schema::types::ColumnPath;
 
 use super::StoreError;
 use super::gather::gather;
@@ -35,6 +39,8 @@ pub(super) struct SortedMerge {
     /// The rows of the next output batch: (index in `sources`, row).
     picked: Vec<(usize, usize)>,
     batch_rows: usize,
+    /// The string columns that every input wrote without a dictionary.
+    plain_columns: Vec<ColumnPath>,
 }
 
 /// The table's columns and sort keys, which every input's batches are brought to.
@@ -61,9 +67,22 @@ struct Input {
 impl SortedMerge {
     pub(super) fn open(table: Table, paths: &[PathBuf], read_rows: usize, batch_rows: usize) -> Result<Self, StoreError> {
         let layout = Layout::of(table)?;
-        let mut merge = Self { layout, heap: Vec::new(), sources: Vec::new(), picked: Vec::new(), batch_rows };
+        let mut merge = Self {
+            layout,
+            heap: Vec::new(),
+            sources: Vec::new(),
+            picked: Vec::new(),
+            batch_rows,
+            plain_columns: Vec::new(),
+        };
+        let mut plain: Option<HashSet<ColumnPath>> = None;
         for path in paths {
-            let mut reader = merge.layout.reader(path, read_rows)?;
+            let (mut reader, input_plain) = merge.layout.reader(path, read_rows)?;
+            match (&mut plain, input_plain) {
+                (None, input_plain) => plain = input_plain,
+                (Some(plain), Some(input_plain)) => plain.retain(|column| input_plain.contains(column)),
+                (Some(_), None) => {}
+            }
             if let Some((batch, keys)) = merge.layout.read(&mut reader, path)? {
                 let source = add_source(&mut merge.sources, &batch);
                 merge.heap.push(Input { path: path.clone(), reader, batch, keys, next: 0, source });
@@ -72,7 +91,14 @@ impl SortedMerge {
         for parent in (0..merge.heap.len() / 2).rev() {
             sift_down(&mut merge.heap, parent);
         }
+        merge.plain_columns = plain.unwrap_or_default().into_iter().collect();
         Ok(merge)
+    }
+
+    /// The string columns that every input wrote without a dictionary (values that looked
+    /// all but unique when it was flushed), which the merged file writes so too.
+    pub(super) fn plain_columns(&self) -> &[ColumnPath] {
+        &self.plain_columns
     }
 
     /// The next sorted batch; `None` once every input is merged.
@@ -115,6 +141,25 @@ impl Input {
     }
 }
 
+/// The string columns that a file wrote without a dictionary in any row group; `None` for
+/// a file without rows, which made no choice.
+fn plain_string_columns(metadata: &ParquetMetaData) -> Option<HashSet<ColumnPath>> {
+    if metadata.num_row_groups() == 0 {
+        return None;
+    }
+    let columns = metadata.file_metadata().schema_descr().columns().iter();
+    let mut plain: HashSet<ColumnPath> = columns
+        .filter(|column| column.physical_type() == PhysicalType::BYTE_ARRAY)
+        .map(|column| column.path().clone())
+        .collect();
+    for column in metadata.row_groups().iter().flat_map(|row_group| row_group.columns()) {
+        if column.dictionary_page_offset().is_some() {
+            plain.remove(column.column_path());
+        }
+    }
+    Some(plain)
+}
+
 /// Adds `batch` to the sources of output rows and returns its index there.
 fn add_source(sources: &mut Vec<RecordBatch>, batch: &RecordBatch) -> usize {
     sources.push(batch.clone());
@@ -151,14 +196,21 @@ impl Layout {
     }
 
     /// Reads the file's columns that the table has, `batch_rows` rows at a time.
-    fn reader(&self, path: &Path, batch_rows: usize) -> Result<ParquetRecordBatchReader, StoreError> {
+    /// Also returns the file's [`plain_string_columns`].
+    fn reader(
+        &self,
+        path: &Path,
+        batch_rows: usize,
+    ) -> Result<(ParquetRecordBatchReader, Option<HashSet<ColumnPath>>), StoreError> {
         let corrupt = |error: parquet::errors::ParquetError| StoreError::Corrupt(format!("{}: {error}", path.display()));
         let file = File::open(path).map_err(StoreError::io("open a compaction input"))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(corrupt)?;
+        let plain = plain_string_columns(builder.metadata());
         let file_schema = builder.schema().clone();
         let roots = self.schema.fields().iter().filter_map(|field| file_schema.index_of(field.name()).ok());
         let projection = ProjectionMask::roots(builder.parquet_schema(), roots);
-        builder.with_projection(projection).with_batch_size(batch_rows).build().map_err(corrupt)
+        let reader = builder.with_projection(projection).with_batch_size(batch_rows).build().map_err(corrupt)?;
+        Ok((reader, plain))
     }
 
     /// The next batch of `reader` with the table's columns, and its sort keys; `None` at

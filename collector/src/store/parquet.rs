@@ -6,6 +6,7 @@
 //! that cannot hold the trace. Compacted files are zstd-compressed; flushed ones are not,
 //! until compaction rewrites them (see [`FileKind`]).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, Type as PhysicalType, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 
 use super::StoreError;
 use super::catalog::{FLUSHED_SUFFIX, FileMeta, NANOS_PER_HOUR, partition_dir};
@@ -94,13 +95,12 @@ pub(crate) fn write_partitions(
         // A row group's trace ids are at most its rows: an upper bound that keeps the bloom
         // filter's false-positive rate at or below its target, and its size that of the file.
         let trace_ids = rows.len().min(config.row_group_rows) as u64;
-        let mut writer = FileWriter::create(&tmp_path(&path), table, config, FileKind::Flushed, trace_ids)?;
-        let mut starts = SeriesStarts::default();
-        for chunk in rows.chunks(FLUSH_BATCH_ROWS) {
-            let batch = gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows"))?;
-            writer.write(&starts.mark(batch)?)?;
-        }
-        let bytes = writer.finish()?;
+        let batches = rows
+            .chunks(FLUSH_BATCH_ROWS)
+            .map(|chunk| gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows")));
+        let plain = PlainColumns::Sampled;
+        let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Flushed, trace_ids, plain };
+        let bytes = write_file(&file, config, batches)?;
         files.push(FileMeta { path, table, hour, bytes });
     }
     Ok(files)
@@ -183,15 +183,62 @@ fn column_nanos<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a arrow::arr
     batch.column_by_name(name)?.as_primitive_opt::<TimestampNanosecondType>()
 }
 
+/// A `.tmp` Parquet file to write.
+struct FileSpec<'a> {
+    path: &'a Path,
+    table: Table,
+    kind: FileKind,
+    /// Most distinct trace ids in a row group, which sizes the `TraceId` bloom filter (of
+    /// tables that have one).
+    trace_ids: u64,
+    plain: PlainColumns,
+}
+
+/// The string columns a file writes without a dictionary.
+enum PlainColumns {
+    /// Those whose values look all but unique in the file's first batch (see
+    /// [`nearly_unique_leaves`]). A flush samples its rows this way.
+    Sampled,
+    /// These. A merge keeps the choice its inputs' flushes made: its first rows are a
+    /// narrower slice of the sort order (one operation of one service, from many files),
+    /// where even the trace ids of mesh spans look unique, though each repeats about
+    /// thirteen times in a flush.
+    Listed(Vec<ColumnPath>),
+}
+
+/// Writes `batches`, sorted, as the file `file` describes, and returns its size.
+fn write_file(
+    file: &FileSpec<'_>,
+    config: &StorageConfig,
+    mut batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
+) -> Result<u64, StoreError> {
+    let mut starts = SeriesStarts::default();
+    let first = match batches.next() {
+        Some(batch) => starts.mark(batch?)?,
+        None => RecordBatch::new_empty(file.table.schema()),
+    };
+    let plain = match &file.plain {
+        PlainColumns::Sampled => nearly_unique_leaves(file.table, &first)?,
+        PlainColumns::Listed(columns) => columns.clone(),
+    };
+    let mut writer = FileWriter::create(file, config, &plain)?;
+    writer.write(&first)?;
+    for batch in batches {
+        writer.write(&starts.mark(batch?)?)?;
+    }
+    writer.finish()
+}
+
 /// An open `.tmp` Parquet file with the table's writer properties.
 struct FileWriter {
     writer: ArrowWriter<File>,
 }
 
 impl FileWriter {
-    /// `trace_ids` bounds the distinct trace ids of a row group, which sizes the `TraceId`
-    /// bloom filter (of tables that have one).
-    fn create(path: &Path, table: Table, config: &StorageConfig, kind: FileKind, trace_ids: u64) -> Result<Self, StoreError> {
+    /// `plain`: string columns to write without a dictionary, beside the table's
+    /// [`unique_value_columns`].
+    fn create(file: &FileSpec<'_>, config: &StorageConfig, plain: &[ColumnPath]) -> Result<Self, StoreError> {
+        let FileSpec { path, table, kind, trace_ids, .. } = *file;
         let compression = match kind {
             FileKind::Flushed => Compression::UNCOMPRESSED,
             FileKind::Compacted => {
@@ -212,6 +259,11 @@ impl FileWriter {
             if table.schema().field_with_name(name).is_ok_and(|field| field.data_type() == &DataType::Utf8) {
                 properties = properties.set_column_encoding(column, Encoding::DELTA_LENGTH_BYTE_ARRAY);
             }
+        }
+        for column in plain.iter().cloned() {
+            properties = properties
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_LENGTH_BYTE_ARRAY);
         }
         if table.schema().field_with_name("TraceId").is_ok() {
             let column = ColumnPath::from("TraceId");
@@ -248,9 +300,7 @@ impl FileWriter {
 ///
 /// Numbers and times keep their statistics: they cost little and prune ranges.
 fn unpruned_columns(table: Table) -> Result<Vec<ColumnPath>, StoreError> {
-    let parquet_schema = ArrowSchemaConverter::new()
-        .convert(&table.schema())
-        .map_err(StoreError::parquet("parquet schema"))?;
+    let parquet_schema = parquet_schema(table)?;
     let pruned_by = |name: &str| table.sort_columns().contains(&name) || pruning_string_columns(table).contains(&name);
     Ok(parquet_schema
         .columns()
@@ -261,6 +311,62 @@ fn unpruned_columns(table: Table) -> Result<Vec<ColumnPath>, StoreError> {
         })
         .map(|column| column.path().clone())
         .collect())
+}
+
+fn parquet_schema(table: Table) -> Result<SchemaDescriptor, StoreError> {
+    ArrowSchemaConverter::new().convert(&table.schema()).map_err(StoreError::parquet("parquet schema"))
+}
+
+/// Values of each string column of a file's first batch that [`nearly_unique_leaves`] looks at.
+const DICTIONARY_SAMPLE: usize = 1024;
+
+/// The string columns, nested ones included, whose values look all but unique in `sample`
+/// (rows of a file): more than 9 in 10 of their first [`DICTIONARY_SAMPLE`] values differ.
+/// Such a column gets no dictionary. The writer would hash every value into one only to
+/// abandon it once it outgrew its page, and a dictionary of unique values saves nothing.
+/// Columns with fewer than 64 values in the sample keep theirs.
+///
+/// Attribute values with unbounded cardinality (request ids, the spec shape's random
+/// values) are the case this is for; every string column of the mesh data set repeats
+/// enough to keep its dictionary (at most a third of a flush's first 1024 values differ).
+fn nearly_unique_leaves(table: Table, sample: &RecordBatch) -> Result<Vec<ColumnPath>, StoreError> {
+    let mut leaves = Vec::new();
+    for column in sample.columns() {
+        leaf_arrays(column, &mut leaves);
+    }
+    let parquet_schema = parquet_schema(table)?;
+    if leaves.len() != parquet_schema.num_columns() {
+        return Err(StoreError::Corrupt(format!("{} rows disagree with the table's leaf columns", table.name())));
+    }
+    Ok(parquet_schema
+        .columns()
+        .iter()
+        .zip(leaves)
+        .filter(|(_, leaf)| looks_unique(leaf))
+        .map(|(column, _)| column.path().clone())
+        .collect())
+}
+
+/// The arrays of `array`'s leaf columns, in the order Parquet numbers them (depth first).
+fn leaf_arrays<'a>(array: &'a ArrayRef, leaves: &mut Vec<&'a ArrayRef>) {
+    match array.data_type() {
+        DataType::Struct(_) => array.as_struct().columns().iter().for_each(|child| leaf_arrays(child, leaves)),
+        DataType::Map(..) => {
+            leaf_arrays(array.as_map().keys(), leaves);
+            leaf_arrays(array.as_map().values(), leaves);
+        }
+        DataType::List(_) => leaf_arrays(array.as_list::<i32>().values(), leaves),
+        _ => leaves.push(array),
+    }
+}
+
+fn looks_unique(leaf: &ArrayRef) -> bool {
+    let Some(strings) = leaf.as_string_opt::<i32>() else {
+        return false;
+    };
+    let sample: Vec<&str> = strings.iter().flatten().take(DICTIONARY_SAMPLE).collect();
+    let distinct: HashSet<&str> = sample.iter().copied().collect();
+    sample.len() >= 64 && distinct.len() * 10 > sample.len() * 9
 }
 
 /// String columns outside the sort order whose statistics a reader uses: `MetricRows`
@@ -311,12 +417,10 @@ pub(crate) fn merge_sorted_files(
     let mut merge = SortedMerge::open(table, inputs, COMPACTION_READ_ROWS, COMPACTION_BATCH_ROWS)?;
     // Trace ids per row group are at most the row group's rows: an upper bound that keeps
     // the filter's false-positive rate at or below its target.
-    let mut writer = FileWriter::create(&tmp_path(&path), table, config, FileKind::Compacted, config.row_group_rows as u64)?;
-    let mut starts = SeriesStarts::default();
-    while let Some(batch) = merge.next_batch()? {
-        writer.write(&starts.mark(batch)?)?;
-    }
-    let bytes = writer.finish()?;
+    let trace_ids = config.row_group_rows as u64;
+    let plain = PlainColumns::Listed(merge.plain_columns().to_vec());
+    let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Compacted, trace_ids, plain };
+    let bytes = write_file(&file, config, std::iter::from_fn(|| merge.next_batch().transpose()))?;
     Ok(FileMeta { path, table, hour, bytes })
 }
 
@@ -344,18 +448,46 @@ mod tests {
     /// Writes `spans` sample spans as a file of `kind` and reads back its metadata, page
     /// index included.
     fn sample_traces_file(kind: FileKind, spans: u64) -> parquet::file::metadata::ParquetMetaData {
+        traces_file(kind, crate::test_data::sample_traces_batch(spans))
+    }
+
+    /// Writes `batch` of spans as a file of `kind` and reads back its metadata.
+    fn traces_file(kind: FileKind, batch: RecordBatch) -> parquet::file::metadata::ParquetMetaData {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("traces.parquet");
+        write_traces_file(&path, kind, batch);
+        read_metadata(&path)
+    }
+
+    fn write_traces_file(path: &Path, kind: FileKind, batch: RecordBatch) {
+        let trace_ids = batch.num_rows() as u64;
+        let file = FileSpec { path, table: Table::Traces, kind, trace_ids, plain: PlainColumns::Sampled };
+        write_file(&file, &StorageConfig::default(), std::iter::once(Ok(batch))).expect("written");
+    }
+
+    /// A file's metadata, page index included.
+    fn read_metadata(path: &Path) -> parquet::file::metadata::ParquetMetaData {
         use parquet::file::reader::{FileReader as _, SerializedFileReader};
         use parquet::file::serialized_reader::ReadOptionsBuilder;
 
-        let batch = crate::test_data::sample_traces_batch(spans);
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("traces.parquet");
-        let mut writer = FileWriter::create(&path, Table::Traces, &StorageConfig::default(), kind, spans).expect("created");
-        writer.write(&batch).expect("written");
-        writer.finish().expect("finished");
         let options = ReadOptionsBuilder::new().with_page_index().build();
-        let reader = SerializedFileReader::new_with_options(File::open(&path).expect("opened"), options).expect("a parquet file");
+        let reader = SerializedFileReader::new_with_options(File::open(path).expect("opened"), options).expect("a parquet file");
         reader.metadata().clone()
+    }
+
+    /// Spans each of a trace of its own, with a request id no other span has.
+    fn unique_spans(spans: u64) -> RecordBatch {
+        use crate::schema::Rejections;
+        use crate::test_data::{attribute, convert_traces, request_with, span, string};
+
+        let spans = (1..=spans)
+            .map(|n| {
+                let mut span = span(n, 1_000 + n);
+                span.attributes = vec![attribute("request.id", string(&format!("request-{n}")))];
+                span
+            })
+            .collect();
+        convert_traces(&request_with(spans), &mut Rejections::default()).expect("valid spans")
     }
 
     /// Writes a few sample traces as a file of `kind` and reads back its first row group.
@@ -428,6 +560,46 @@ mod tests {
                 assert!(encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY), "{id} {kind:?}: {encodings:?}");
             }
         }
+    }
+
+    #[test]
+    fn columns_of_nearly_unique_values_get_no_dictionary() {
+        let batch = unique_spans(200);
+        for kind in [FileKind::Flushed, FileKind::Compacted] {
+            let metadata = traces_file(kind, batch.clone());
+            let row_group = metadata.row_group(0);
+            for repeating in ["ServiceName", "SpanAttributes.entries.keys"] {
+                assert!(is_dictionary_encoded(row_group, repeating), "{repeating} {kind:?}");
+            }
+            for unique in ["TraceId", "SpanAttributes.entries.values"] {
+                assert!(!is_dictionary_encoded(row_group, unique), "{unique} {kind:?}");
+                let encodings = column(row_group, unique).encodings().collect::<Vec<_>>();
+                assert!(encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY), "{unique} {kind:?}: {encodings:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_merge_leaves_out_the_dictionaries_that_every_input_left_out() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        fs::create_dir_all(partition_dir(dir.path(), Table::Traces, 0)).expect("partition directory");
+        // Both inputs' trace ids are unique, but only one input's attribute values are.
+        let batches = [unique_spans(200), crate::test_data::sample_traces_batch(200)];
+        let inputs: Vec<PathBuf> = batches
+            .into_iter()
+            .enumerate()
+            .map(|(index, batch)| {
+                let path = dir.path().join(format!("{index}{FLUSHED_SUFFIX}"));
+                write_traces_file(&path, FileKind::Flushed, batch);
+                path
+            })
+            .collect();
+        let merged = merge_sorted_files(dir.path(), Table::Traces, 0, &inputs, &StorageConfig::default()).expect("merged");
+        let metadata = read_metadata(&tmp_path(&merged.path));
+        let row_group = metadata.row_group(0);
+        assert!(!is_dictionary_encoded(row_group, "TraceId"));
+        assert!(is_dictionary_encoded(row_group, "SpanAttributes.entries.values"));
+        assert!(is_dictionary_encoded(row_group, "ServiceName"));
     }
 
     #[test]
