@@ -49,6 +49,8 @@ pub struct SelfMetrics {
     pub memtable_bytes: Gauge,
     pub flush_seconds: Histogram,
     pub flush_failures: Counter,
+    /// Flushes started early because admission refused a request for memory.
+    pub pressure_flushes: Counter,
     pub compaction_seconds: Histogram,
     pub compactions: Counter,
     pub retention_deleted_files: Counter,
@@ -78,6 +80,7 @@ impl Default for SelfMetrics {
             memtable_bytes: Gauge::default(),
             flush_seconds: Histogram::new(duration_buckets()),
             flush_failures: Counter::default(),
+            pressure_flushes: Counter::default(),
             compaction_seconds: Histogram::new(duration_buckets()),
             compactions: Counter::default(),
             retention_deleted_files: Counter::default(),
@@ -100,6 +103,7 @@ impl Default for SelfMetrics {
         registry.register("memtable_bytes", "Arrow bytes held in the memtable", m.memtable_bytes.clone());
         registry.register("flush_seconds", "Duration of memtable flushes to Parquet", m.flush_seconds.clone());
         registry.register("flush_failures", "Flushes that failed and will be retried", m.flush_failures.clone());
+        registry.register("pressure_flushes", "Flushes started early because ingest was refused for memory", m.pressure_flushes.clone());
         registry.register("compaction_seconds", "Duration of compactions", m.compaction_seconds.clone());
         registry.register("compactions", "Compactions completed", m.compactions.clone());
         registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());

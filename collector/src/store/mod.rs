@@ -26,7 +26,7 @@ mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -127,6 +127,8 @@ struct Shared {
     /// only when this is zero, so under load flushes grow rather than queue up: each flush
     /// pays several fsyncs, whatever its size.
     pending_flushes: AtomicUsize,
+    /// A `RelieveMemory` command is on its way to the writer: refusals send one at a time.
+    relief_requested: AtomicBool,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -291,6 +293,7 @@ impl Store {
             memtable_bytes: AtomicUsize::new(0),
             admitted_bytes: AtomicUsize::new(0),
             pending_flushes: AtomicUsize::new(0),
+            relief_requested: AtomicBool::new(false),
             metrics,
         });
         shared.publish_sizes(&shared.read());
@@ -321,13 +324,19 @@ impl Store {
     }
 
     /// Reserves memory for a request of about `bytes`, or refuses it (retryably) when the
-    /// memory limit would be exceeded.
+    /// memory limit would be exceeded. A refusal asks the writer to flush, so memory frees up
+    /// for the client's retry even when the memtable is under `storage.flush_bytes` (a memory
+    /// limit set near it) and younger than `storage.flush_interval_secs`.
     pub fn admit(&self, bytes: usize) -> Result<Admission<'_>, Refusal> {
         let shared = &self.shared;
         let admitted = shared.admitted_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let admission = Admission { store: self, bytes };
         let used = admitted + shared.memtable_bytes.load(Ordering::Relaxed);
         if used > shared.settings.memory_limit_bytes {
+            if !shared.relief_requested.swap(true, Ordering::AcqRel) {
+                // Only a store that is shutting down has no writer, and its flush is coming.
+                let _ = self.send(writer::Command::RelieveMemory);
+            }
             return Err(Refusal::MemoryLimit);
         }
         Ok(admission)

@@ -18,6 +18,9 @@ pub(super) enum Command {
     Write(WriteRequest),
     /// Flush everything written so far; answered once it is in Parquet.
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Admission refused a request for memory: flush the active generation now, unless a
+    /// flush is already running (whose end frees memory by itself).
+    RelieveMemory,
     /// Compact every partition after the flushes queued so far; answered when done.
     CompactAll(oneshot::Sender<()>),
     /// Flush and stop; answered once the flush and compaction threads have finished too.
@@ -88,6 +91,7 @@ pub(super) fn run(shared: &Shared, wal: Wal, commands: &Receiver<Command>, jobs:
                 writer.commit_group(group);
             }
             Command::Flush(done) => writer.flush(Some(done)),
+            Command::RelieveMemory => writer.relieve_memory(),
             Command::CompactAll(done) => {
                 let _ = jobs.send(Job::CompactAll(done));
             }
@@ -173,6 +177,17 @@ impl Writer<'_> {
         let old = age.is_some_and(|age| age >= settings.storage.flush_interval());
         let previous_done = self.shared.pending_flushes.load(Ordering::Acquire) == 0;
         if (bytes >= settings.storage.flush_bytes || old) && previous_done {
+            self.flush(None);
+        }
+    }
+
+    /// Flushes the active generation if no flush is running, however small or young the
+    /// generation: memory is full, and until a flush frees some every request is refused.
+    fn relieve_memory(&mut self) {
+        self.shared.relief_requested.store(false, Ordering::Release);
+        let idle = self.shared.pending_flushes.load(Ordering::Acquire) == 0;
+        if idle && self.shared.read().memtable.active_bytes() > 0 {
+            self.shared.metrics.pressure_flushes.inc();
             self.flush(None);
         }
     }
