@@ -125,10 +125,14 @@ impl<K: ExportKind> Service<http::Request<Body>> for ExportService<K> {
         let mut grpc = Grpc::new(WireCodec::<K>(PhantomData))
             .apply_compression_config(accept, EnabledCompressionEncodings::default())
             .apply_max_message_size_config(Some(limit), None);
-        let unary = ExportUnary::<K> { ingestor: self.ingestor.clone(), kind: PhantomData };
+        let ingestor = self.ingestor.clone();
+        let unary = ExportUnary::<K> { ingestor: ingestor.clone(), kind: PhantomData };
         Box::pin(async move {
             let mut response = grpc.unary(unary, request).await;
             report_oversize_as_resource_exhausted(&mut response);
+            if let Some(reason) = failure_reason(&response) {
+                ingestor.count_failed_request(K::SIGNAL, reason);
+            }
             Ok(response)
         })
     }
@@ -145,6 +149,18 @@ fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
         if let Ok(value) = http::HeaderValue::from_str(&exhausted) {
             headers.insert("grpc-status", value);
         }
+    }
+}
+
+/// The `requests_failed` reason of a response that refused the whole request as OTLP/HTTP
+/// counts it: undecodable (tonic's decoder and conversion both answer INVALID_ARGUMENT) or
+/// too large. Retryable refusals are counted per item by the ingestor.
+fn failure_reason(response: &http::Response<Body>) -> Option<&'static str> {
+    let status = response.headers().get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    match Code::from_i32(status) {
+        Code::InvalidArgument => Some("invalid"),
+        Code::ResourceExhausted => Some("too_large"),
+        _ => None,
     }
 }
 
