@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
+use bytes::BytesMut;
 use futures::StreamExt as _;
 
 /// Longest a refused body is read and thrown away before its 413 goes out.
@@ -15,30 +17,56 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Caps the request bodies of `router` at `limit` bytes.
 ///
-/// A body whose declared length is over the cap is answered 413 without being kept. It is
-/// first read and thrown away, for at most [`DRAIN_TIMEOUT`]: a server that answers and
-/// closes while the client is still sending leaves unread bytes behind, the kernel then
-/// resets the connection, and the client loses the 413 it had not read yet. A body without a
-/// declared length is cut off at the cap by `DefaultBodyLimit`.
+/// A body over the cap is answered 413 without being kept. It is first read and thrown away,
+/// for at most [`DRAIN_TIMEOUT`]: a server that answers and closes while the client is still
+/// sending leaves unread bytes behind, the kernel then resets the connection, and the client
+/// loses the 413 it had not read yet. A body without a declared length (chunked) is read up
+/// to the cap here, so one that goes over is drained the same way; `DefaultBodyLimit` stays
+/// as the extractors' own bound.
 pub(crate) fn with_body_limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize) -> Router<S> {
     router
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(limit, refuse_declared_oversize))
+        .layer(middleware::from_fn_with_state(limit, refuse_oversize))
 }
 
-async fn refuse_declared_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
+async fn refuse_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
-    let Some(length) = declared.filter(|&length| length > limit as u64) else {
-        return next.run(request).await;
-    };
-    let mut body = request.into_body().into_data_stream();
+    match declared {
+        Some(length) if length <= limit as u64 => next.run(request).await,
+        Some(length) => {
+            drain(request.into_body().into_data_stream()).await;
+            too_large(format!("request body of {length} bytes is over the {limit}-byte cap (limits.max_request_bytes)"))
+        }
+        None => {
+            let (parts, body) = request.into_parts();
+            let mut chunks = body.into_data_stream();
+            let mut buffered = BytesMut::new();
+            while let Some(chunk) = chunks.next().await {
+                let Ok(chunk) = chunk else {
+                    return (StatusCode::BAD_REQUEST, "the request body could not be read").into_response();
+                };
+                if buffered.len() + chunk.len() > limit {
+                    drain(chunks).await;
+                    return too_large(format!("request body is over the {limit}-byte cap (limits.max_request_bytes)"));
+                }
+                buffered.extend_from_slice(&chunk);
+            }
+            next.run(Request::from_parts(parts, Body::from(buffered.freeze()))).await
+        }
+    }
+}
+
+/// Reads the rest of a refused body and throws it away, for at most [`DRAIN_TIMEOUT`].
+async fn drain(mut body: BodyDataStream) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(Ok(_)) = body.next().await {}
     })
     .await;
-    let message = format!("request body of {length} bytes is over the {limit}-byte cap (limits.max_request_bytes)");
+}
+
+fn too_large(message: String) -> Response {
     (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }

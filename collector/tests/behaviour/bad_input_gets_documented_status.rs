@@ -1,6 +1,8 @@
 //! Every kind of bad input gets its documented status, the collector stays up, and valid
 //! items next to invalid ones are stored.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use meshlight_collector::ingest::wire;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -8,8 +10,8 @@ use prost::Message as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::support::Collector;
-use crate::support::otlp::{GrpcClient, attribute, gzip, now_nanos, post, post_traces, spans};
+use crate::support::{Collector, poll_until};
+use crate::support::otlp::{GrpcClient, attribute, gzip, now_nanos, post, post_chunked, post_traces, spans};
 
 const PROTOBUF: Option<&str> = Some("application/x-protobuf");
 const JSON: Option<&str> = Some("application/json");
@@ -44,10 +46,18 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
         let reply = post(&endpoint, "/v1/traces", content_type, encoding, &body);
         assert_eq!(reply.status, expected, "{name}: {}", String::from_utf8_lossy(&reply.body));
     }
+    // Without a declared length the cap holds too, and the rest of the body is read before
+    // the 413, as above.
+    let reply = post_chunked(&endpoint, "/v1/traces", PROTOBUF, &vec![0u8; 8 << 20]);
+    assert_eq!(reply.status, 413, "chunked, well over the cap: {}", String::from_utf8_lossy(&reply.body));
+    assert!(String::from_utf8_lossy(&reply.body).contains("max_request_bytes"));
+    // A chunked body under the cap reaches the decoder whole.
+    let reply = post_chunked(&endpoint, "/v1/traces", PROTOBUF, b"\xff\xff\xff\xff garbage");
+    assert_eq!(reply.status, 400, "chunked garbage: {}", String::from_utf8_lossy(&reply.body));
     let stored = collector.sql("SELECT count(*) AS n FROM otel_traces");
     assert_eq!(stored.single_value().as_u64(), Some(0));
     let failed = collector.metric_value("meshlight_ingest_requests_failed_total{signal=\"traces\",reason=\"invalid\"}");
-    assert_eq!(failed, Some(5.0));
+    assert_eq!(failed, Some(6.0));
     let (status, _) = collector.get("/health").expect("health");
     assert_eq!(status, 200);
 }
@@ -96,6 +106,8 @@ fn oversized_grpc_requests_get_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let small = client.export(spans("big", 1, 10, now_nanos()));
     assert!(small.is_ok(), "the collector keeps serving: {small:?}");
+    let failed = collector.metric_value("meshlight_ingest_requests_failed_total{signal=\"traces\",reason=\"too_large\"}");
+    assert_eq!(failed, Some(1.0), "counted as over OTLP/HTTP");
 }
 
 #[test]
@@ -122,32 +134,49 @@ fn a_request_whose_rows_can_never_fit_in_memory_is_too_large() {
 }
 
 #[test]
-fn over_the_memory_limit_ingest_refuses_retryably() {
-    // Each 1.2 MB request reserves about 4 MB; with no flush before the memtable reaches the
-    // limit, one of the first few is refused.
+fn over_the_memory_limit_ingest_refuses_retryably_until_a_flush_frees_memory() {
+    // Each 1.2 MB request reserves about 4 MB of the 8 MiB limit. The memtable never reaches
+    // `flush_bytes` (the limit) and never ages into a flush: only the refusals start flushes.
     let collector = Collector::start_with(&[
         "--memory-limit-bytes", "8388608",
         "--max-request-bytes", "2000000",
         "--flush-bytes", "8388608",
+        "--flush-interval-secs", "3600",
     ]);
     let big = spans("memory", 0, 15_000, now_nanos());
     assert!(big.encoded_len() > 1_000_000);
 
-    let refusal = (0..8)
-        .map(|_| post_traces(&collector.http_endpoint(), &big))
-        .find(|reply| reply.status != 200)
-        .expect("a refusal once memory fills");
+    let accepted_until_refused = || {
+        for sent in 0..8 {
+            let reply = post_traces(&collector.http_endpoint(), &big);
+            if reply.status != 200 {
+                return (sent, reply);
+            }
+        }
+        panic!("no refusal although memory fills");
+    };
+    let (accepted_before, refusal) = accepted_until_refused();
     assert_eq!(refusal.status, 503, "{}", String::from_utf8_lossy(&refusal.body));
     assert_eq!(refusal.retry_after.as_deref(), Some("1"));
 
+    // The refusal started a flush: a client that retries gets in.
+    poll_until(Duration::from_secs(20), "a retry accepted once the flush has freed memory", || {
+        let reply = post_traces(&collector.http_endpoint(), &big);
+        if reply.status == 200 { Ok(()) } else { Err(format!("{}", reply.status)) }
+    });
+    assert!(collector.metric_value("meshlight_pressure_flushes_total").is_some_and(|flushes| flushes >= 1.0));
+
+    // gRPC clients are refused with UNAVAILABLE and RetryInfo.
     let mut client = GrpcClient::connect(&collector.grpc_endpoint());
-    let status = client.export(big).expect_err("refused");
-    assert_eq!(status.code(), Code::Unavailable);
+    let status = (0..8)
+        .find_map(|_| client.export(big.clone()).err())
+        .expect("a refusal once memory fills again");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let retry = status.get_details_retry_info().expect("RetryInfo in the status details");
-    assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
 
     let refused = collector.metric_value("meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}");
-    assert_eq!(refused, Some(30_000.0));
-    // Smaller requests still get in.
-    assert_eq!(post_traces(&collector.http_endpoint(), &spans("memory", 1, 10, now_nanos())).status, 200);
+    assert!(refused.is_some_and(|items| items >= 30_000.0), "{refused:?}");
+    let accepted = collector.sql("SELECT count(*) AS n FROM otel_traces");
+    assert!(accepted.single_value().as_u64() > Some(accepted_before * 15_000));
 }

@@ -117,6 +117,21 @@ pub(crate) fn try_post(
     content_encoding: Option<&str>,
     body: &[u8],
 ) -> Result<HttpReply, ureq::Error> {
+    send(post_request(http_endpoint, path, content_type, content_encoding), body)
+}
+
+/// POSTs `body` without declaring its length: chunked transfer encoding.
+pub(crate) fn post_chunked(http_endpoint: &str, path: &str, content_type: Option<&str>, mut body: &[u8]) -> HttpReply {
+    let request = post_request(http_endpoint, path, content_type, None);
+    send(request, ureq::SendBody::from_reader(&mut body)).expect("the OTLP/HTTP request and its reply")
+}
+
+fn post_request(
+    http_endpoint: &str,
+    path: &str,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -129,6 +144,10 @@ pub(crate) fn try_post(
     if let Some(encoding) = content_encoding {
         request = request.header("Content-Encoding", encoding);
     }
+    request
+}
+
+fn send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: impl ureq::AsSendBody) -> Result<HttpReply, ureq::Error> {
     let mut response = request.send(body)?;
     let retry_after = response
         .headers()
