@@ -142,6 +142,11 @@ pub struct StorageConfig {
     /// size of the files an hour ends with, and so the number of tiers each span climbs,
     /// one rewrite each (memory is bounded regardless: inputs are merged as streams).
     pub compaction_max_input_bytes: u64,
+    /// Most files one compaction merges. A merge holds a batch and the page buffers of every
+    /// input at once, about 1 MB each for flushed files of spans, so this bounds its memory
+    /// where a backlog of small files (after a restart, or behind a long merge) would
+    /// otherwise feed it dozens under `compaction_max_input_bytes`.
+    pub compaction_max_input_files: usize,
     /// How often retention runs and hours that are over are checked for compaction (open
     /// hours are compacted as flushes add files).
     pub maintenance_interval_secs: u64,
@@ -158,6 +163,7 @@ impl Default for StorageConfig {
             zstd_level: 1,
             compaction_min_files: 12,
             compaction_max_input_bytes: 64 << 20,
+            compaction_max_input_files: 24,
             maintenance_interval_secs: 30,
             retention_hours: 24 * 7,
         }
@@ -304,6 +310,9 @@ impl Config {
         if self.storage.row_group_rows == 0 || self.storage.compaction_min_files < 2 {
             return invalid("storage", "row_group_rows must be positive and compaction_min_files at least 2");
         }
+        if self.storage.compaction_max_input_files < 2 {
+            return invalid("storage.compaction_max_input_files", "must be at least 2");
+        }
         if self.query.timeout_secs == 0 || self.query.max_rows == 0 {
             return invalid("query", "timeout_secs and max_rows must be positive");
         }
@@ -374,5 +383,10 @@ mod tests {
         config.limits.memory_limit_bytes = 1 << 20;
         let error = config.validate().expect_err("memory limit below the request cap");
         assert!(error.to_string().contains("limits.memory_limit_bytes"), "{error}");
+
+        let mut config = Config::default();
+        config.storage.compaction_max_input_files = 1;
+        let error = config.validate().expect_err("a merge of one file");
+        assert!(error.to_string().contains("storage.compaction_max_input_files"), "{error}");
     }
 }

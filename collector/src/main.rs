@@ -111,6 +111,9 @@ struct ServeArgs {
     /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 67108864].
     #[arg(long)]
     compaction_max_input_bytes: Option<u64>,
+    /// storage.compaction_max_input_files: most files one compaction merges [default: 24].
+    #[arg(long)]
+    compaction_max_input_files: Option<usize>,
     /// storage.maintenance_interval_secs: how often retention runs and finished hours are compacted [default: 30].
     #[arg(long)]
     maintenance_interval_secs: Option<u64>,
@@ -203,6 +206,7 @@ impl ServeArgs {
         set(&mut config.storage.zstd_level, self.zstd_level);
         set(&mut config.storage.compaction_min_files, self.compaction_min_files);
         set(&mut config.storage.compaction_max_input_bytes, self.compaction_max_input_bytes);
+        set(&mut config.storage.compaction_max_input_files, self.compaction_max_input_files);
         set(&mut config.storage.maintenance_interval_secs, self.maintenance_interval_secs);
         set(&mut config.storage.retention_hours, self.retention_hours);
         set(&mut config.query.timeout_secs, self.query_timeout_secs);

@@ -208,7 +208,7 @@ impl Compactor<'_> {
 ///
 /// An open hour merges the smallest tier of at least `compaction_min_files` files of similar
 /// size; a settled hour merges its smallest files. Either way the inputs stop at
-/// `compaction_max_input_bytes`. A merge needs at least two inputs, except that a settled
+/// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two inputs, except that a settled
 /// hour's lone flushed file is rewritten to be compressed.
 fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
     files.sort_by_key(|file| file.bytes);
@@ -225,6 +225,7 @@ fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageCon
     let mut input_bytes = 0;
     let inputs: Vec<Arc<FileMeta>> = candidates
         .iter()
+        .take(config.compaction_max_input_files)
         .take_while(|file| {
             input_bytes += file.bytes;
             input_bytes <= config.compaction_max_input_bytes
@@ -288,6 +289,16 @@ mod tests {
     #[test]
     fn the_input_limit_caps_a_tier_too() {
         assert_eq!(picked(&[10, 11, 12, 13], false, 4, 25), [10, 11]);
+    }
+
+    #[test]
+    fn a_backlog_of_small_files_is_merged_a_bounded_number_at_a_time() {
+        let backlog: Vec<u64> = (0..100).map(|n| 1000 + n).collect();
+        let max_files = StorageConfig::default().compaction_max_input_files;
+        for settled in [false, true] {
+            let inputs = picked(&backlog, settled, 12, 1 << 30);
+            assert_eq!(inputs, backlog[..max_files], "settled: {settled}");
+        }
     }
 
     /// How many times an hour of flushes is rewritten, per span, by the merges
