@@ -140,7 +140,8 @@ pub struct StorageConfig {
     pub compaction_min_files: usize,
     /// Most Parquet bytes one compaction merges. This bounds a merge's duration and the
     /// size of the files an hour ends with, and so the number of tiers each span climbs,
-    /// one rewrite each (memory is bounded regardless: inputs are merged as streams).
+    /// one rewrite each (memory is not: a merge's grows with its inputs' count, which
+    /// `compaction_max_input_files` bounds).
     pub compaction_max_input_bytes: u64,
     /// Most files one compaction merges. A merge holds a batch and the page buffers of every
     /// input at once, about 1 MB each for flushed files of spans, so this bounds its memory

@@ -208,8 +208,8 @@ impl Compactor<'_> {
 ///
 /// An open hour merges the smallest tier of at least `compaction_min_files` files of similar
 /// size; a settled hour merges its smallest files. Either way the inputs stop at
-/// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two inputs, except that a settled
-/// hour's lone flushed file is rewritten to be compressed.
+/// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two
+/// inputs, except that a settled hour's lone flushed file is rewritten to be compressed.
 fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
     files.sort_by_key(|file| file.bytes);
     let candidates = if settled {
