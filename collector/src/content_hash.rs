@@ -26,6 +26,8 @@ impl ContentHash {
     pub(crate) const SERIES: u8 = b'M';
     /// One attribute (key and value) of a series.
     pub(crate) const ATTRIBUTE: u8 = b'A';
+    /// A resource: its attributes as stored, in order.
+    pub(crate) const RESOURCE: u8 = b'R';
 
     pub(crate) fn new(kind: u8) -> ContentHash {
         let mut hash = ContentHash {

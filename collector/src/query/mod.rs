@@ -4,6 +4,7 @@ mod cache;
 mod json;
 mod metric_rows;
 pub mod prometheus;
+mod resources;
 mod table;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
+use super::resources::ResolveResources;
 use crate::schema::Table;
 use crate::store::{Store, files_as_table, metric_catalog_schema};
 
@@ -57,6 +58,8 @@ impl TableProvider for StoreTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.store.snapshot(self.table);
+        let resolve = ResolveResources::plan(&self.schema(), projection, filters)?;
+        let (projection, filters) = (resolve.source_projection(), resolve.source_filters());
         let mut plans = Vec::with_capacity(2);
 
         let memtable = MemTable::try_new(self.schema(), vec![snapshot.batches])?;
@@ -69,7 +72,7 @@ impl TableProvider for StoreTable {
             let files = files_as_table(self.table, &snapshot.files)?.with_cache(statistics);
             plans.push(files.scan(state, projection, filters, limit).await?);
         }
-        UnionExec::try_new(plans)
+        resolve.over(UnionExec::try_new(plans)?, snapshot.resources)
     }
 }
 

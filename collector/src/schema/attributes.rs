@@ -7,7 +7,7 @@
 //! is implied rather than stored.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::fmt::Write as _;
 
 use arrow::array::{
@@ -19,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::content_hash::AttributeSetHash;
+use crate::content_hash::{AttributeSetHash, ContentHash};
 use crate::ingest::wire::{AnyValue, InstrumentationScope, KeyValue, Resource, any_value};
 use crate::schema::{RejectReason, Rejections, Table, batch};
 
@@ -85,12 +85,14 @@ impl TextRows {
         scratch
     }
 
-    /// Ends the row being appended.
-    pub(crate) fn end_row(&mut self) {
-        if std::mem::take(&mut self.row_invalid) {
+    /// Ends the row being appended; returns whether the batch will keep it.
+    pub(crate) fn end_row(&mut self) -> bool {
+        let invalid = std::mem::take(&mut self.row_invalid);
+        if invalid {
             self.invalid.push(self.rows);
         }
         self.rows += 1;
+        !invalid
     }
 
     /// The batch of the rows that hold only valid text, or `None` if there are none. The
@@ -262,6 +264,18 @@ impl<'a> RenderedAttributes<'a> {
         hash
     }
 
+    /// The id of these attributes as a resource's (`ResourceId`): the same for the same
+    /// pairs in the same order, as the map column stores them.
+    pub(crate) fn resource_id(&self) -> u64 {
+        let mut hash = ContentHash::new(ContentHash::RESOURCE);
+        hash.u64(self.pairs.len() as u64);
+        for (key, value) in &self.pairs {
+            hash.str(key);
+            hash.str(value);
+        }
+        hash.finish()
+    }
+
     /// The value of `key`, if present.
     pub(crate) fn get(&self, key: &str) -> Option<&Cow<'a, str>> {
         self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
@@ -284,6 +298,11 @@ pub(crate) struct ResourceContext<'a> {
     pub(crate) schema_url: &'a str,
     /// The resource's part of a metric series' id, computed when first asked for.
     hash: OnceCell<AttributeSetHash>,
+    /// The resource's `ResourceId`, computed when first asked for.
+    id: OnceCell<u64>,
+    /// Whether a row of the batch being built holds the attributes already. A table that
+    /// stores `ResourceId` keeps them in one row per resource (see `store::resources`).
+    pub(crate) carried: Cell<bool>,
 }
 
 impl<'a> ResourceContext<'a> {
@@ -291,7 +310,18 @@ impl<'a> ResourceContext<'a> {
     pub(crate) fn new(resource: Option<&'a Resource>, schema_url: &'a [u8]) -> Self {
         let attributes = RenderedAttributes::new(resource.map_or(&[][..], |r| &r.attributes));
         let service_name = attributes.get("service.name").cloned().unwrap_or_default();
-        Self { service_name, attributes, schema_url: text(schema_url), hash: OnceCell::new() }
+        Self {
+            service_name,
+            attributes,
+            schema_url: text(schema_url),
+            hash: OnceCell::new(),
+            id: OnceCell::new(),
+            carried: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        *self.id.get_or_init(|| self.attributes.resource_id())
     }
 
     /// The resource's part of a metric series' id.

@@ -51,6 +51,7 @@ columns! {
         events_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Events.DroppedAttributesCount",
         links_flags: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.Flags",
         links_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.DroppedAttributesCount",
+        resource_id: UInt64Builder = UInt64Builder::new() => "ResourceId",
     }
 }
 
@@ -65,7 +66,15 @@ impl TraceColumns {
         self.span_name.append_value(rows.text(&span.name));
         self.span_kind.append_value(span_kind_name(span.kind));
         self.service_name.append_value(&context.resource.service_name);
-        context.resource.attributes.append_to(&mut self.resource_attributes);
+        // One row per resource holds its attributes, the others its id only (see
+        // `store::resources`): the attributes are most of a mesh span's strings.
+        let carries = !context.resource.carried.get();
+        if carries {
+            context.resource.attributes.append_to(&mut self.resource_attributes);
+        } else if let Err(error) = self.resource_attributes.append(false) {
+            unreachable!("map keys and values out of step: {error}");
+        }
+        self.resource_id.append_value(context.resource.id());
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
         append_attributes(&mut self.span_attributes, &span.attributes, rows, scratch);
@@ -108,7 +117,8 @@ impl TraceColumns {
         self.dropped_attributes_count.append_value(span.dropped_attributes_count);
         self.dropped_events_count.append_value(span.dropped_events_count);
         self.dropped_links_count.append_value(span.dropped_links_count);
-        rows.end_row();
+        let kept = rows.end_row();
+        context.resource.carried.set(context.resource.carried.get() || (carries && kept));
     }
 }
 

@@ -124,7 +124,8 @@ impl Compactor<'_> {
         let settings = &self.shared.settings;
         let started = Instant::now();
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
-        let merged = merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage)?;
+        let resources = self.shared.read().resources.clone();
+        let merged = merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?;
         let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
         let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
         {

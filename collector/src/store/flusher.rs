@@ -88,8 +88,9 @@ impl Flusher<'_> {
         let started = Instant::now();
         let settings = &self.shared.settings;
         let mut files: Vec<FileMeta> = Vec::new();
+        let resources = self.shared.read().resources.clone();
         for (table, batches) in &generation.tables {
-            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage)?);
+            files.extend(write_partitions(&settings.data_dir, *table, batches, &settings.storage, &resources)?);
         }
         let commit = Commit {
             add: files.iter().map(|file| file.path.clone()).collect(),

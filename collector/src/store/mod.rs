@@ -21,6 +21,7 @@ mod memtable;
 mod merge;
 mod metric_catalog;
 mod parquet;
+mod resources;
 pub mod wal;
 mod writer;
 
@@ -43,6 +44,8 @@ use crate::telemetry::{SelfMetrics, TableLabels};
 use catalog::Catalog;
 use memtable::Memtable;
 use metric_catalog::MetricCatalog;
+pub(crate) use resources::ResourceCatalog;
+use resources::has_resource_ids;
 use wal::{EncodedRecord, Payload, Wal};
 
 /// The width of a partition: the profile tables de-duplicate per partition hour.
@@ -137,6 +140,8 @@ struct State {
     catalog: Catalog,
     /// Which metrics the memtable and the files hold.
     metrics: MetricCatalog,
+    /// The attributes of every resource that rows name by `ResourceId`.
+    resources: ResourceCatalog,
 }
 
 impl Shared {
@@ -169,6 +174,9 @@ pub struct TableSnapshot {
     pub batches: Vec<RecordBatch>,
     /// Parquet files.
     pub files: Vec<PathBuf>,
+    /// The attributes of the resources that rows without their own name (see
+    /// [`ResourceCatalog::resolve`]); empty for a table without `ResourceId`.
+    pub(crate) resources: ResourceCatalog,
 }
 
 /// Memory reserved for a request between admission and its write; released on drop.
@@ -188,6 +196,7 @@ pub struct PreparedWrite {
     batches: Vec<(Table, RecordBatch)>,
     records: Vec<EncodedRecord>,
     metrics: MetricCatalog,
+    resources: ResourceCatalog,
 }
 
 impl PreparedWrite {
@@ -195,7 +204,7 @@ impl PreparedWrite {
     /// (`protobuf`): a third of the size of the batches in Arrow IPC, and no encoding.
     pub fn otlp(signal: Signal, protobuf: Bytes, batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
         let record = EncodedRecord::otlp(signal, protobuf).map_err(StoreError::io("encode wal record"))?;
-        Ok(Self::logged_as(batches, vec![record]))
+        Self::logged_as(batches, vec![record])
     }
 
     /// Batches logged as Arrow IPC (CPU work: call it off the async runtime for large
@@ -206,15 +215,17 @@ impl PreparedWrite {
             .map(|(table, batch)| EncodedRecord::batch(*table, batch))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::io("encode wal record"))?;
-        Ok(Self::logged_as(batches, records))
+        Self::logged_as(batches, records)
     }
 
-    fn logged_as(batches: Vec<(Table, RecordBatch)>, records: Vec<EncodedRecord>) -> Self {
+    fn logged_as(batches: Vec<(Table, RecordBatch)>, records: Vec<EncodedRecord>) -> Result<Self, StoreError> {
         let mut metrics = MetricCatalog::default();
+        let mut resources = ResourceCatalog::default();
         for (table, batch) in &batches {
             metrics.record(*table, batch);
+            resources.record(batch).map_err(StoreError::arrow("record resources"))?;
         }
-        Self { batches, records, metrics }
+        Ok(Self { batches, records, metrics, resources })
     }
 
     fn wal_bytes(&self) -> usize {
@@ -272,10 +283,14 @@ impl Store {
         );
 
         let mut metric_catalog = MetricCatalog::default();
+        let mut resources = ResourceCatalog::default();
         for table in Table::ALL {
             for file in catalog.files(table) {
                 if let Err(error) = metric_catalog.record_file(table, &file.path) {
                     tracing::warn!(%error, path = %file.path.display(), "cannot list the metrics of a file; PromQL will not see them");
+                }
+                if let Err(error) = resources.record_file(table, &file.path) {
+                    tracing::warn!(%error, path = %file.path.display(), "cannot read the resources of a file; queries will see its other rows without resource attributes");
                 }
             }
         }
@@ -283,13 +298,14 @@ impl Store {
         for (_segment, payload) in replay.payloads {
             for (table, batch) in replayed_batches(payload, &metrics) {
                 metric_catalog.record(table, &batch);
+                resources.record(&batch).map_err(StoreError::arrow("record resources"))?;
                 memtable.insert(table, batch);
             }
         }
         let shared = Arc::new(Shared {
             settings,
             wal_dir,
-            state: RwLock::new(State { memtable, catalog, metrics: metric_catalog }),
+            state: RwLock::new(State { memtable, catalog, metrics: metric_catalog, resources }),
             memtable_bytes: AtomicUsize::new(0),
             admitted_bytes: AtomicUsize::new(0),
             pending_flushes: AtomicUsize::new(0),
@@ -398,6 +414,7 @@ impl Store {
         TableSnapshot {
             batches: state.memtable.batches(table),
             files: state.catalog.files(table).iter().map(|file| file.path.clone()).collect(),
+            resources: if has_resource_ids(table) { state.resources.clone() } else { ResourceCatalog::default() },
         }
     }
 

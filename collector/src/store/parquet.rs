@@ -29,6 +29,7 @@ use super::catalog::{FLUSHED_SUFFIX, FileMeta, NANOS_PER_HOUR, partition_dir};
 use super::commit::tmp_path;
 use super::gather::gather;
 use super::merge::SortedMerge;
+use super::resources::{OncePerFile, ResourceCatalog};
 use crate::config::StorageConfig;
 use crate::schema::Table;
 
@@ -85,6 +86,7 @@ pub(crate) fn write_partitions(
     table: Table,
     batches: &[RecordBatch],
     config: &StorageConfig,
+    resources: &ResourceCatalog,
 ) -> Result<Vec<FileMeta>, StoreError> {
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let mut files = Vec::new();
@@ -99,7 +101,7 @@ pub(crate) fn write_partitions(
             .chunks(FLUSH_BATCH_ROWS)
             .map(|chunk| gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows")));
         let plain = PlainColumns::Sampled;
-        let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Flushed, trace_ids, plain };
+        let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Flushed, trace_ids, plain, resources };
         let bytes = write_file(&file, config, batches)?;
         files.push(FileMeta { path, table, hour, bytes });
     }
@@ -192,6 +194,8 @@ struct FileSpec<'a> {
     /// tables that have one).
     trace_ids: u64,
     plain: PlainColumns,
+    /// The attributes of the resources its rows name (see [`OncePerFile`]).
+    resources: &'a ResourceCatalog,
 }
 
 /// The string columns a file writes without a dictionary.
@@ -213,7 +217,11 @@ fn write_file(
     batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
 ) -> Result<u64, StoreError> {
     let mut starts = SeriesStarts::default();
-    let mut batches = batches.map(|batch| starts.mark(batch?));
+    let mut resources = OncePerFile::new(file.resources);
+    let mut batches = batches.map(|batch| {
+        let batch = resources.apply(&batch?).map_err(StoreError::arrow("store resources once"))?;
+        starts.mark(batch)
+    });
     let first = batches.next().transpose()?.unwrap_or_else(|| RecordBatch::new_empty(file.table.schema()));
     let plain = match &file.plain {
         PlainColumns::Sampled => nearly_unique_leaves(file.table, &first)?,
@@ -410,6 +418,7 @@ pub(crate) fn merge_sorted_files(
     hour: i64,
     inputs: &[PathBuf],
     config: &StorageConfig,
+    resources: &ResourceCatalog,
 ) -> Result<FileMeta, StoreError> {
     let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
     let mut merge = SortedMerge::open(table, inputs, COMPACTION_READ_ROWS, COMPACTION_BATCH_ROWS)?;
@@ -417,7 +426,7 @@ pub(crate) fn merge_sorted_files(
     // the filter's false-positive rate at or below its target.
     let trace_ids = config.row_group_rows as u64;
     let plain = PlainColumns::Listed(merge.plain_columns().to_vec());
-    let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Compacted, trace_ids, plain };
+    let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Compacted, trace_ids, plain, resources };
     let bytes = write_file(&file, config, std::iter::from_fn(|| merge.next_batch().transpose()))?;
     Ok(FileMeta { path, table, hour, bytes })
 }
@@ -459,7 +468,8 @@ mod tests {
 
     fn write_traces_file(path: &Path, kind: FileKind, batch: RecordBatch) {
         let trace_ids = batch.num_rows() as u64;
-        let file = FileSpec { path, table: Table::Traces, kind, trace_ids, plain: PlainColumns::Sampled };
+        let resources = &ResourceCatalog::default();
+        let file = FileSpec { path, table: Table::Traces, kind, trace_ids, plain: PlainColumns::Sampled, resources };
         write_file(&file, &StorageConfig::default(), std::iter::once(Ok(batch))).expect("written");
     }
 
@@ -592,7 +602,7 @@ mod tests {
                 path
             })
             .collect();
-        let merged = merge_sorted_files(dir.path(), Table::Traces, 0, &inputs, &StorageConfig::default()).expect("merged");
+        let merged = merge_sorted_files(dir.path(), Table::Traces, 0, &inputs, &StorageConfig::default(), &ResourceCatalog::default()).expect("merged");
         let metadata = read_metadata(&tmp_path(&merged.path));
         let row_group = metadata.row_group(0);
         assert!(!is_dictionary_encoded(row_group, "TraceId"));

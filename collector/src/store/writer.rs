@@ -121,6 +121,7 @@ impl Writer<'_> {
                     state.memtable.insert(*table, batch.clone());
                 }
                 state.metrics.merge(&request.write.metrics);
+                state.resources.merge(&request.write.resources);
             }
             self.shared.publish_sizes(&state);
         }

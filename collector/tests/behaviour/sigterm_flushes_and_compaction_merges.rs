@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::support::otlp::{now_nanos, post_traces, spans};
+use crate::support::otlp::{attribute, now_nanos, post_traces, spans};
 use crate::support::{Collector, poll_until};
 
 const HOUR_NANOS: u64 = 3_600_000_000_000;
@@ -68,4 +68,45 @@ fn compaction_merges_small_files_and_retention_drops_old_partitions() {
     });
     assert!(collector.metric_value("meshlight_retention_deleted_files_total").is_some_and(|n| n >= 1.0));
     assert_eq!(count(&collector), Some(300), "retention keeps recent data");
+}
+
+/// A span stores its resource's attributes by id, and each file holds each resource's
+/// attributes once, in its first row of the resource. Here the row that brought them in
+/// lands in a partition that retention drops: the other partition's rows keep theirs,
+/// after compaction and after a restart that knows them only from the files.
+#[test]
+fn resource_attributes_outlive_the_partition_whose_row_brought_them() {
+    let mut collector = Collector::start_with(&[
+        "--compaction-min-files", "2",
+        "--maintenance-interval-secs", "1",
+        "--retention-hours", "2",
+    ]);
+    let now = now_nanos();
+    let mut request = spans("pods", 0, 1, now - 5 * HOUR_NANOS);
+    let recent = spans("pods", 1, 50, now);
+    request.resource_spans[0].scope_spans[0].spans.extend(recent.resource_spans[0].scope_spans[0].spans.clone());
+    request.resource_spans[0].resource.as_mut().expect("a resource").attributes.push(attribute("k8s.pod.name", "pods-7f9c"));
+    assert_eq!(post_traces(&collector.http_endpoint(), &request).status, 200);
+    flush(&collector);
+    // A second file of the same resource, for compaction to merge with the first.
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("pods", 2, 50, now)).status, 200);
+    flush(&collector);
+    poll_until(Duration::from_secs(15), "the expired partition dropped and the recent one merged", || {
+        let files = collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}");
+        if files == Some(1.0) && count(&collector) == Some(100) { Ok(()) } else { Err(format!("{files:?} files")) }
+    });
+
+    collector.restart();
+    let pods = collector.sql(
+        "SELECT \"ResourceAttributes\"['k8s.pod.name'] AS pod, \"ResourceAttributes\"['service.name'] AS service, count(*) AS n \
+         FROM otel_traces GROUP BY 1, 2 ORDER BY 1",
+    );
+    let rows: Vec<_> = pods.records().map(|row| (row.get("pod").clone(), row.str("service").to_owned(), row.u64("n"))).collect();
+    assert_eq!(
+        rows,
+        vec![(serde_json::Value::String("pods-7f9c".into()), "pods".to_owned(), 50), (serde_json::Value::Null, "pods".to_owned(), 50)],
+        "every row has its own resource's attributes",
+    );
+    let filtered = collector.sql("SELECT count(*) AS n FROM otel_traces WHERE \"ResourceAttributes\"['k8s.pod.name'] = 'pods-7f9c'");
+    assert_eq!(filtered.single_value().as_u64(), Some(50), "filters see the filled-in attributes");
 }
