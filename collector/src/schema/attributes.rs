@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanArray, ListBuilder, MapBuilder, StringBuilder,
-    TimestampNanosecondBuilder, UInt32Builder,
+    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
@@ -300,9 +300,8 @@ pub(crate) struct ResourceContext<'a> {
     hash: OnceCell<AttributeSetHash>,
     /// The resource's `ResourceId`, computed when first asked for.
     id: OnceCell<u64>,
-    /// Whether a row of the batch being built holds the attributes already. A table that
-    /// stores `ResourceId` keeps them in one row per resource (see `store::resources`).
-    pub(crate) carried: Cell<bool>,
+    /// Whether a row of the batch being built holds the attributes already.
+    carried: Cell<bool>,
 }
 
 impl<'a> ResourceContext<'a> {
@@ -320,8 +319,28 @@ impl<'a> ResourceContext<'a> {
         }
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        *self.id.get_or_init(|| self.attributes.resource_id())
+    /// Appends a row's `ResourceId` and `ResourceAttributes`. The attributes go only into
+    /// the first row of the resource that the batch keeps (see `store::resources`): the
+    /// others get a null map. Returns whether this row holds them, for [`Self::end_row`].
+    pub(crate) fn append_to(&self, ids: &mut UInt64Builder, attributes: &mut AttributesBuilder) -> bool {
+        ids.append_value(*self.id.get_or_init(|| self.attributes.resource_id()));
+        if self.carried.get() {
+            if let Err(error) = attributes.append(false) {
+                unreachable!("map keys and values out of step: {error}");
+            }
+            return false;
+        }
+        self.attributes.append_to(attributes);
+        true
+    }
+
+    /// Ends a row: `holds` is what [`Self::append_to`] returned for it, `kept` whether the
+    /// batch keeps it ([`TextRows::end_row`]). Until a kept row holds the attributes, the
+    /// next row gets them.
+    pub(crate) fn end_row(&self, holds: bool, kept: bool) {
+        if holds && kept {
+            self.carried.set(true);
+        }
     }
 
     /// The resource's part of a metric series' id.

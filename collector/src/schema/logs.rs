@@ -1,6 +1,6 @@
 //! OTLP log records → `otel_logs`.
 
-use arrow::array::{Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder};
+use arrow::array::{Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder};
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
@@ -32,6 +32,7 @@ columns! {
         scope_attributes: AttributesBuilder = attributes_builder() => "ScopeAttributes",
         log_attributes: AttributesBuilder = attributes_builder() => "LogAttributes",
         dropped_attributes_count: UInt32Builder = UInt32Builder::new() => "DroppedAttributesCount",
+        resource_id: UInt64Builder = UInt64Builder::new() => "ResourceId",
     }
 }
 
@@ -57,14 +58,14 @@ impl LogColumns {
         self.body.append_value(rows.value(record.body.as_ref(), scratch));
         self.event_name.append_value(rows.text(&record.event_name));
         self.resource_schema_url.append_value(context.resource.schema_url);
-        context.resource.attributes.append_to(&mut self.resource_attributes);
+        let holds_resource = context.resource.append_to(&mut self.resource_id, &mut self.resource_attributes);
         self.scope_schema_url.append_value(context.scope_schema_url);
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
         context.scope_attributes.append_to(&mut self.scope_attributes);
         append_attributes(&mut self.log_attributes, &record.attributes, rows, scratch);
         self.dropped_attributes_count.append_value(record.dropped_attributes_count);
-        rows.end_row();
+        context.resource.end_row(holds_resource, rows.end_row());
     }
 }
 

@@ -66,15 +66,7 @@ impl TraceColumns {
         self.span_name.append_value(rows.text(&span.name));
         self.span_kind.append_value(span_kind_name(span.kind));
         self.service_name.append_value(&context.resource.service_name);
-        // One row per resource holds its attributes, the others its id only (see
-        // `store::resources`): the attributes are most of a mesh span's strings.
-        let carries = !context.resource.carried.get();
-        if carries {
-            context.resource.attributes.append_to(&mut self.resource_attributes);
-        } else if let Err(error) = self.resource_attributes.append(false) {
-            unreachable!("map keys and values out of step: {error}");
-        }
-        self.resource_id.append_value(context.resource.id());
+        let holds_resource = context.resource.append_to(&mut self.resource_id, &mut self.resource_attributes);
         self.scope_name.append_value(context.scope_name);
         self.scope_version.append_value(context.scope_version);
         append_attributes(&mut self.span_attributes, &span.attributes, rows, scratch);
@@ -117,8 +109,7 @@ impl TraceColumns {
         self.dropped_attributes_count.append_value(span.dropped_attributes_count);
         self.dropped_events_count.append_value(span.dropped_events_count);
         self.dropped_links_count.append_value(span.dropped_links_count);
-        let kept = rows.end_row();
-        context.resource.carried.set(context.resource.carried.get() || (carries && kept));
+        context.resource.end_row(holds_resource, rows.end_row());
     }
 }
 

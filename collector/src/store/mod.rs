@@ -196,7 +196,6 @@ pub struct PreparedWrite {
     batches: Vec<(Table, RecordBatch)>,
     records: Vec<EncodedRecord>,
     metrics: MetricCatalog,
-    resources: ResourceCatalog,
 }
 
 impl PreparedWrite {
@@ -204,7 +203,7 @@ impl PreparedWrite {
     /// (`protobuf`): a third of the size of the batches in Arrow IPC, and no encoding.
     pub fn otlp(signal: Signal, protobuf: Bytes, batches: Vec<(Table, RecordBatch)>) -> Result<Self, StoreError> {
         let record = EncodedRecord::otlp(signal, protobuf).map_err(StoreError::io("encode wal record"))?;
-        Self::logged_as(batches, vec![record])
+        Ok(Self::logged_as(batches, vec![record]))
     }
 
     /// Batches logged as Arrow IPC (CPU work: call it off the async runtime for large
@@ -215,17 +214,15 @@ impl PreparedWrite {
             .map(|(table, batch)| EncodedRecord::batch(*table, batch))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::io("encode wal record"))?;
-        Self::logged_as(batches, records)
+        Ok(Self::logged_as(batches, records))
     }
 
-    fn logged_as(batches: Vec<(Table, RecordBatch)>, records: Vec<EncodedRecord>) -> Result<Self, StoreError> {
+    fn logged_as(batches: Vec<(Table, RecordBatch)>, records: Vec<EncodedRecord>) -> Self {
         let mut metrics = MetricCatalog::default();
-        let mut resources = ResourceCatalog::default();
         for (table, batch) in &batches {
             metrics.record(*table, batch);
-            resources.record(batch).map_err(StoreError::arrow("record resources"))?;
         }
-        Ok(Self { batches, records, metrics, resources })
+        Self { batches, records, metrics }
     }
 
     fn wal_bytes(&self) -> usize {
@@ -298,7 +295,7 @@ impl Store {
         for (_segment, payload) in replay.payloads {
             for (table, batch) in replayed_batches(payload, &metrics) {
                 metric_catalog.record(table, &batch);
-                resources.record(&batch).map_err(StoreError::arrow("record resources"))?;
+                resources.record(&batch);
                 memtable.insert(table, batch);
             }
         }

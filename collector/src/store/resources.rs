@@ -1,4 +1,4 @@
-//! Resource attributes stored once per file rather than once per row.
+//! Resource attributes stored once per file rather than once per row (spans and logs).
 //!
 //! A span repeats its resource's attributes: 16 pairs, 32 strings, for a pod of the mesh
 //! data set, most of a span's strings. Each was copied at ingest, gathered and
@@ -20,6 +20,7 @@
 //! attributes. Entries are never removed from the catalog; like the metric catalog's, they
 //! are few (one per pod) and small.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -51,25 +52,21 @@ pub(crate) struct ResourceCatalog {
 }
 
 impl ResourceCatalog {
-    /// Learns the resources whose attributes rows of `batch` carry.
-    pub(crate) fn record(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
-        let Some(columns) = ResourceColumns::of(batch) else { return Ok(()) };
-        for row in 0..batch.num_rows() {
-            if let (Some(id), true) = (columns.id(row), columns.attributes.is_valid(row)) {
-                if !self.attributes.contains_key(&id) {
-                    // A copy: a slice would keep the whole batch's buffers alive.
-                    let one = take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None)?;
-                    self.attributes.insert(id, one);
+    /// Learns the resources whose attributes rows of `batch` carry. Cheap for resources it
+    /// knows: one lookup per carrying row, which is one row per resource of a request.
+    pub(crate) fn record(&mut self, batch: &RecordBatch) {
+        let Some(columns) = ResourceColumns::of(batch) else { return };
+        for row in (0..batch.num_rows()).filter(|&row| columns.attributes.is_valid(row)) {
+            let Some(id) = columns.id(row) else { continue };
+            if let Entry::Vacant(entry) = self.attributes.entry(id) {
+                // A copy: a slice would keep the whole batch's buffers alive.
+                match take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None) {
+                    Ok(attributes) => {
+                        entry.insert(attributes);
+                    }
+                    Err(error) => unreachable!("taking a row of a batch: {error}"),
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Learns what `other` knows.
-    pub(crate) fn merge(&mut self, other: &ResourceCatalog) {
-        for (id, attributes) in &other.attributes {
-            self.attributes.entry(*id).or_insert_with(|| attributes.clone());
         }
     }
 
@@ -86,7 +83,7 @@ impl ResourceCatalog {
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         for batch in builder.with_projection(mask).build().map_err(io::Error::other)? {
-            self.record(&batch.map_err(io::Error::other)?).map_err(io::Error::other)?;
+            self.record(&batch.map_err(io::Error::other)?);
         }
         Ok(())
     }
@@ -252,7 +249,7 @@ mod tests {
 
         let mut catalog = ResourceCatalog::default();
         for batch in &batches {
-            catalog.record(batch).expect("recorded");
+            catalog.record(batch);
         }
         // Written as one file, the second batch's carriers are dropped ...
         let mut once = OncePerFile::new(&catalog);
@@ -264,7 +261,7 @@ mod tests {
 
         // The first file's carriers are enough to resolve every row of both batches.
         let mut from_file = ResourceCatalog::default();
-        from_file.record(&written[0]).expect("recorded");
+        from_file.record(&written[0]);
         for batch in &written {
             for (id, pairs) in rows(&from_file.resolve(batch).expect("resolved")) {
                 assert_eq!(pairs.as_ref(), Some(&pods[&id]));

@@ -118,10 +118,10 @@ impl Writer<'_> {
             let mut state = self.shared.write();
             for request in &group {
                 for (table, batch) in &request.write.batches {
+                    state.resources.record(batch);
                     state.memtable.insert(*table, batch.clone());
                 }
                 state.metrics.merge(&request.write.metrics);
-                state.resources.merge(&request.write.resources);
             }
             self.shared.publish_sizes(&state);
         }
