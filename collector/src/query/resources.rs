@@ -16,10 +16,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt as _;
 
-use crate::store::ResourceCatalog;
-
-const ID_COLUMN: &str = "ResourceId";
-const ATTRIBUTES_COLUMN: &str = "ResourceAttributes";
+use crate::store::{RESOURCE_ATTRIBUTES_COLUMN, RESOURCE_ID_COLUMN, ResourceCatalog};
 
 /// How a scan of a table reads its sources (memtable and files) so that it can fill in
 /// resource attributes above them.
@@ -42,12 +39,19 @@ struct Fill {
 impl ResolveResources {
     /// Plans a scan of `projection` (of `schema`) under `filters`.
     pub(super) fn plan(schema: &SchemaRef, projection: Option<&Vec<usize>>, filters: &[Expr]) -> Result<Self> {
-        let unfilled = || Self { fill: None, projection: projection.cloned(), filters: filters.to_vec() };
-        let (Ok(ids), Ok(attributes)) = (schema.index_of(ID_COLUMN), schema.index_of(ATTRIBUTES_COLUMN)) else {
-            return Ok(unfilled());
+        let (Ok(ids), Ok(attributes)) = (schema.index_of(RESOURCE_ID_COLUMN), schema.index_of(RESOURCE_ATTRIBUTES_COLUMN))
+        else {
+            return Ok(Self { fill: None, projection: projection.cloned(), filters: filters.to_vec() });
         };
+        // The sources' attributes are sparse: a filter on them there would be wrong. They are
+        // all `Inexact`, so DataFusion applies each above the scan, to the filled-in rows.
+        let filters = filters
+            .iter()
+            .filter(|filter| !filter.column_refs().iter().any(|column| column.name == RESOURCE_ATTRIBUTES_COLUMN))
+            .cloned()
+            .collect();
         if projection.is_some_and(|columns| !columns.contains(&attributes)) {
-            return Ok(unfilled());
+            return Ok(Self { fill: None, projection: projection.cloned(), filters });
         }
         let (source_projection, keep) = match projection {
             Some(columns) if !columns.contains(&ids) => {
@@ -60,13 +64,6 @@ impl ResolveResources {
             Some(columns) => Arc::new(schema.project(columns)?),
             None => schema.clone(),
         };
-        // The sources' attributes are sparse: a filter on them there would be wrong. They are
-        // all `Inexact`, so DataFusion applies each above the scan, to the filled-in rows.
-        let filters = filters
-            .iter()
-            .filter(|filter| !filter.column_refs().iter().any(|column| column.name == ATTRIBUTES_COLUMN))
-            .cloned()
-            .collect();
         Ok(Self { fill: Some(Fill { keep, schema: scanned }), projection: source_projection, filters })
     }
 

@@ -44,7 +44,7 @@ use crate::telemetry::{SelfMetrics, TableLabels};
 use catalog::Catalog;
 use memtable::Memtable;
 use metric_catalog::MetricCatalog;
-pub(crate) use resources::ResourceCatalog;
+pub(crate) use resources::{ATTRIBUTES_COLUMN as RESOURCE_ATTRIBUTES_COLUMN, ID_COLUMN as RESOURCE_ID_COLUMN, ResourceCatalog};
 use resources::has_resource_ids;
 use wal::{EncodedRecord, Payload, Wal};
 
@@ -174,7 +174,7 @@ pub struct TableSnapshot {
     pub batches: Vec<RecordBatch>,
     /// Parquet files.
     pub files: Vec<PathBuf>,
-    /// The attributes of the resources that rows without their own name (see
+    /// The attributes of every resource, for the rows stored without theirs (see
     /// [`ResourceCatalog::resolve`]); empty for a table without `ResourceId`.
     pub(crate) resources: ResourceCatalog,
 }
@@ -287,7 +287,7 @@ impl Store {
                     tracing::warn!(%error, path = %file.path.display(), "cannot list the metrics of a file; PromQL will not see them");
                 }
                 if let Err(error) = resources.record_file(table, &file.path) {
-                    tracing::warn!(%error, path = %file.path.display(), "cannot read the resources of a file; queries will see its other rows without resource attributes");
+                    tracing::warn!(%error, path = %file.path.display(), "cannot read the resources of a file; rows of them in other files may show no resource attributes");
                 }
             }
         }

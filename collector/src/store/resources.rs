@@ -37,8 +37,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::schema::Table;
 
-const ID_COLUMN: &str = "ResourceId";
-const ATTRIBUTES_COLUMN: &str = "ResourceAttributes";
+pub(crate) const ID_COLUMN: &str = "ResourceId";
+pub(crate) const ATTRIBUTES_COLUMN: &str = "ResourceAttributes";
 
 /// Whether `table` stores its resources' attributes once per file.
 pub(crate) fn has_resource_ids(table: Table) -> bool {
