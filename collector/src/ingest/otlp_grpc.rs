@@ -153,12 +153,15 @@ fn report_oversize_as_resource_exhausted(response: &mut http::Response<Body>) {
 }
 
 /// The `requests_failed` reason of a response that refused the whole request as OTLP/HTTP
-/// counts it: undecodable (tonic's decoder and conversion both answer INVALID_ARGUMENT) or
-/// too large. Retryable refusals are counted per item by the ingestor.
+/// counts it: undecodable or too large. Retryable refusals are counted per item by the
+/// ingestor. A message that does not decode gets INVALID_ARGUMENT (from our decoder and
+/// conversion); one that does not decompress, or is framed wrongly, gets INTERNAL from
+/// tonic, as gRPC's compression spec prescribes. These services give INTERNAL for nothing
+/// else.
 fn failure_reason(response: &http::Response<Body>) -> Option<&'static str> {
     let status = response.headers().get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     match Code::from_i32(status) {
-        Code::InvalidArgument => Some("invalid"),
+        Code::InvalidArgument | Code::Internal => Some("invalid"),
         Code::ResourceExhausted => Some("too_large"),
         _ => None,
     }

@@ -111,6 +111,17 @@ fn oversized_grpc_requests_get_resource_exhausted() {
 }
 
 #[test]
+fn grpc_messages_that_do_not_decompress_get_internal_and_are_counted() {
+    let collector = Collector::start();
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let status = client.export_compressed_frame("gzip", b"\x1f\x8b\x08\x00 not really");
+    assert_eq!(status, Some(Code::Internal), "gRPC's compression spec: a message that cannot be decompressed");
+    let failed = collector.metric_value("meshlight_ingest_requests_failed_total{signal=\"traces\",reason=\"invalid\"}");
+    assert_eq!(failed, Some(1.0), "counted as over OTLP/HTTP");
+    assert!(client.export(spans("after-bad-gzip", 0, 3, now_nanos())).is_ok(), "the collector keeps serving");
+}
+
+#[test]
 fn a_request_whose_rows_can_never_fit_in_memory_is_too_large() {
     // 300 spans under a resource with a 64 KiB attribute: an 80 KB request whose rows
     // repeat the attribute, about 20 MB, over the 16 MiB limit however empty memory is.

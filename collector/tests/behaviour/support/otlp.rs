@@ -61,6 +61,8 @@ pub(crate) fn spans(service: &str, batch: u64, count: u64, start_nanos: u64) -> 
 /// A blocking OTLP/gRPC trace client.
 pub(crate) struct GrpcClient {
     runtime: tokio::runtime::Runtime,
+    endpoint: String,
+    channel: tonic::transport::Channel,
     client: TraceServiceClient<tonic::transport::Channel>,
 }
 
@@ -76,8 +78,8 @@ impl GrpcClient {
             .expect("valid endpoint")
             .timeout(Duration::from_secs(10))
             .connect_lazy();
-        let client = TraceServiceClient::new(channel).max_encoding_message_size(usize::MAX);
-        GrpcClient { runtime, client }
+        let client = TraceServiceClient::new(channel.clone()).max_encoding_message_size(usize::MAX);
+        GrpcClient { runtime, endpoint: endpoint.to_owned(), channel, client }
     }
 
     /// Compresses every request from now on.
@@ -88,6 +90,22 @@ impl GrpcClient {
     pub(crate) fn export(&mut self, request: ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse, tonic::Status> {
         let client = &mut self.client;
         self.runtime.block_on(async { client.export(request).await.map(tonic::Response::into_inner) })
+    }
+
+    /// Sends `message` as one gRPC frame flagged compressed with `encoding`, whatever its
+    /// bytes, and returns the reply's `grpc-status`.
+    pub(crate) fn export_compressed_frame(&mut self, encoding: &str, message: &[u8]) -> Option<tonic::Code> {
+        let frame = [&[1u8][..], &(message.len() as u32).to_be_bytes(), message].concat();
+        let request = http::Request::post(format!("{}/opentelemetry.proto.collector.trace.v1.TraceService/Export", self.endpoint))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-encoding", encoding)
+            .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(frame))))
+            .expect("a valid request");
+        let channel = self.channel.clone();
+        let reply = self.runtime.block_on(tower::ServiceExt::oneshot(channel, request)).expect("a reply");
+        let status = reply.headers().get("grpc-status")?.to_str().ok()?.parse().ok()?;
+        Some(tonic::Code::from_i32(status))
     }
 }
 
