@@ -20,7 +20,6 @@
 //! attributes. Entries are never removed from the catalog; like the metric catalog's, they
 //! are few (one per pod) and small.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -46,9 +45,12 @@ pub(crate) fn has_resource_ids(table: Table) -> bool {
 }
 
 /// Every resource's attributes, by `ResourceId`: each a map array of one row.
+///
+/// A clone is cheap: queries, flushes and merges each take one. The map is copied only when
+/// a resource is added while such a clone still holds it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ResourceCatalog {
-    attributes: HashMap<u64, ArrayRef>,
+    attributes: Arc<HashMap<u64, ArrayRef>>,
 }
 
 impl ResourceCatalog {
@@ -57,15 +59,13 @@ impl ResourceCatalog {
     pub(crate) fn record(&mut self, batch: &RecordBatch) {
         let Some(columns) = ResourceColumns::of(batch) else { return };
         for row in (0..batch.num_rows()).filter(|&row| columns.attributes.is_valid(row)) {
-            let Some(id) = columns.id(row) else { continue };
-            if let Entry::Vacant(entry) = self.attributes.entry(id) {
-                // A copy: a slice would keep the whole batch's buffers alive.
-                match take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None) {
-                    Ok(attributes) => {
-                        entry.insert(attributes);
-                    }
-                    Err(error) => unreachable!("taking a row of a batch: {error}"),
+            let Some(id) = columns.id(row).filter(|id| !self.attributes.contains_key(id)) else { continue };
+            // A copy: a slice would keep the whole batch's buffers alive.
+            match take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None) {
+                Ok(attributes) => {
+                    Arc::make_mut(&mut self.attributes).insert(id, attributes);
                 }
+                Err(error) => unreachable!("taking a row of a batch: {error}"),
             }
         }
     }
