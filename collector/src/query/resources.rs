@@ -80,7 +80,7 @@ impl ResolveResources {
     /// The scan: `sources`, with resource attributes filled in from `resources` if needed.
     pub(super) fn over(self, sources: Arc<dyn ExecutionPlan>, resources: ResourceCatalog) -> Result<Arc<dyn ExecutionPlan>> {
         let Some(Fill { keep, schema }) = self.fill else { return Ok(sources) };
-        Ok(Arc::new(FillResourcesExec::new(sources, Arc::new(resources), keep, schema)))
+        Ok(Arc::new(FillResourcesExec::new(sources, resources, keep, schema)))
     }
 }
 
@@ -88,14 +88,14 @@ impl ResolveResources {
 #[derive(Debug)]
 struct FillResourcesExec {
     input: Arc<dyn ExecutionPlan>,
-    resources: Arc<ResourceCatalog>,
+    resources: ResourceCatalog,
     keep: Option<Vec<usize>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl FillResourcesExec {
-    fn new(input: Arc<dyn ExecutionPlan>, resources: Arc<ResourceCatalog>, keep: Option<Vec<usize>>, schema: SchemaRef) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, resources: ResourceCatalog, keep: Option<Vec<usize>>, schema: SchemaRef) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             input.output_partitioning().clone(),

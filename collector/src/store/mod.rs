@@ -45,7 +45,6 @@ use catalog::Catalog;
 use memtable::Memtable;
 use metric_catalog::MetricCatalog;
 pub(crate) use resources::{ATTRIBUTES_COLUMN as RESOURCE_ATTRIBUTES_COLUMN, ID_COLUMN as RESOURCE_ID_COLUMN, ResourceCatalog};
-use resources::has_resource_ids;
 use wal::{EncodedRecord, Payload, Wal};
 
 /// The width of a partition: the profile tables de-duplicate per partition hour.
@@ -175,7 +174,7 @@ pub struct TableSnapshot {
     /// Parquet files.
     pub files: Vec<PathBuf>,
     /// The attributes of every resource, for the rows stored without theirs (see
-    /// [`ResourceCatalog::resolve`]); empty for a table without `ResourceId`.
+    /// [`ResourceCatalog::resolve`]). A clone shares the store's.
     pub(crate) resources: ResourceCatalog,
 }
 
@@ -411,7 +410,7 @@ impl Store {
         TableSnapshot {
             batches: state.memtable.batches(table),
             files: state.catalog.files(table).iter().map(|file| file.path.clone()).collect(),
-            resources: if has_resource_ids(table) { state.resources.clone() } else { ResourceCatalog::default() },
+            resources: state.resources.clone(),
         }
     }
 

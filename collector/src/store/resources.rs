@@ -40,7 +40,7 @@ pub(crate) const ID_COLUMN: &str = "ResourceId";
 pub(crate) const ATTRIBUTES_COLUMN: &str = "ResourceAttributes";
 
 /// Whether `table` stores its resources' attributes once per file.
-pub(crate) fn has_resource_ids(table: Table) -> bool {
+fn has_resource_ids(table: Table) -> bool {
     table.schema().field_with_name(ID_COLUMN).is_ok()
 }
 
