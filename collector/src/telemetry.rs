@@ -26,6 +26,12 @@ pub struct TableLabels {
     pub table: &'static str,
 }
 
+/// Labels of the in-memory catalogs' gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatalogLabels {
+    pub catalog: &'static str,
+}
+
 /// All self-metrics. Cheap to clone handles are inside; share it behind an `Arc`.
 pub struct SelfMetrics {
     registry: Registry,
@@ -56,6 +62,9 @@ pub struct SelfMetrics {
     pub retention_deleted_files: Counter,
     pub parquet_bytes: Family<TableLabels, Gauge>,
     pub parquet_files: Family<TableLabels, Gauge>,
+    /// Entries of the store's in-memory catalogs: `resources` (attributes by `ResourceId`)
+    /// and `metrics` (what PromQL lists).
+    pub catalog_entries: Family<CatalogLabels, Gauge>,
     /// Spans counted in the span-metrics overflow series because `max_series` was reached.
     pub span_metrics_overflow_spans: Counter,
     /// Span-metrics writes that failed (retried next interval: the series are cumulative).
@@ -86,6 +95,7 @@ impl Default for SelfMetrics {
             retention_deleted_files: Counter::default(),
             parquet_bytes: Family::default(),
             parquet_files: Family::default(),
+            catalog_entries: Family::default(),
             span_metrics_overflow_spans: Counter::default(),
             span_metrics_failed_writes: Counter::default(),
         };
@@ -109,6 +119,7 @@ impl Default for SelfMetrics {
         registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());
         registry.register("parquet_bytes", "Bytes of Parquet files per table", m.parquet_bytes.clone());
         registry.register("parquet_files", "Parquet files per table", m.parquet_files.clone());
+        registry.register("catalog_entries", "Entries of the store's in-memory catalogs: resources by id, and metrics", m.catalog_entries.clone());
         registry.register("span_metrics_overflow_spans", "Spans counted in the span-metrics overflow series", m.span_metrics_overflow_spans.clone());
         registry.register("span_metrics_failed_writes", "Span-metrics writes that failed", m.span_metrics_failed_writes.clone());
         m

@@ -6,6 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::{AsArray, RecordBatch, TimestampNanosecondArray};
+use arrow::datatypes::TimestampNanosecondType;
+
 use crate::schema::Table;
 
 /// Nanoseconds in an hour: the partition width.
@@ -19,6 +22,16 @@ pub(crate) struct FileMeta {
     /// Hours since the epoch of the partition (all rows' event times fall in it).
     pub(crate) hour: i64,
     pub(crate) bytes: u64,
+}
+
+/// The event times of the rows of a batch of `table`, which decide their partitions.
+pub(crate) fn event_times(table: Table, batch: &RecordBatch) -> Option<&TimestampNanosecondArray> {
+    batch.column_by_name(table.time_column())?.as_primitive_opt::<TimestampNanosecondType>()
+}
+
+/// The partition (hours since the epoch) of an event time.
+pub(crate) fn hour_of(nanos: i64) -> i64 {
+    nanos.div_euclid(NANOS_PER_HOUR)
 }
 
 /// How the name of a flushed file ends. Flushes write uncompressed files (see
@@ -126,6 +139,11 @@ impl Catalog {
             partitions.entry(file.hour).or_default().push(file);
         }
         partitions
+    }
+
+    /// The partition hour of the oldest file of any table.
+    pub(crate) fn oldest_hour(&self) -> Option<i64> {
+        self.files.values().flatten().map(|file| file.hour).min()
     }
 
     /// (file count, bytes) of a table.

@@ -176,6 +176,19 @@ impl Compactor<'_> {
                 Err(error) => tracing::error!(%error, "retention commit failed"),
             }
         }
+        self.forget_deleted_rows(oldest_kept);
+    }
+
+    /// Drops the catalog entries that only rows before `oldest_kept` named, once no file or
+    /// memtable row is older: a table whose retention commit failed keeps its files, and
+    /// rows older than retention can arrive late and wait in the memtable.
+    fn forget_deleted_rows(&self, oldest_kept: i64) {
+        let mut state = self.shared.write();
+        let oldest_stored = [state.catalog.oldest_hour(), state.memtable.oldest_hour()].into_iter().flatten().min();
+        let forget_before = oldest_stored.map_or(oldest_kept, |oldest| oldest.min(oldest_kept));
+        state.resources.forget_older_than(forget_before);
+        state.metrics.forget_older_than(forget_before);
+        self.shared.publish_sizes(&state);
     }
 
     fn defer_delete(&mut self, commit: Commit, record: PathBuf) {

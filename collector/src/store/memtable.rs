@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::compute::min;
 use arrow::record_batch::RecordBatch;
 
+use super::catalog::{event_times, hour_of};
 use crate::schema::Table;
 
 /// The batches between two WAL rotations. Once frozen it is immutable and flushed whole.
@@ -74,13 +76,20 @@ impl Memtable {
 
     /// Every batch of `table`, oldest first.
     pub(crate) fn batches(&self, table: Table) -> Vec<RecordBatch> {
-        self.flushing
-            .iter()
-            .map(|g| g.as_ref())
-            .chain(std::iter::once(&self.active))
-            .filter_map(|g| g.tables.get(&table))
-            .flatten()
-            .cloned()
-            .collect()
+        self.generations().filter_map(|g| g.tables.get(&table)).flatten().cloned().collect()
+    }
+
+    /// The partition hour of its oldest row of any table.
+    pub(crate) fn oldest_hour(&self) -> Option<i64> {
+        self.generations()
+            .flat_map(|g| &g.tables)
+            .flat_map(|(&table, batches)| batches.iter().filter_map(move |batch| event_times(table, batch).and_then(min)))
+            .min()
+            .map(hour_of)
+    }
+
+    /// The generations being flushed, oldest first, then the active one.
+    fn generations(&self) -> impl Iterator<Item = &Generation> {
+        self.flushing.iter().map(|g| g.as_ref()).chain(std::iter::once(&self.active))
     }
 }

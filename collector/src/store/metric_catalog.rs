@@ -3,8 +3,8 @@
 //! the Parquet files and the WAL), so no query has to scan the metric tables to list
 //! metrics. Queries read it as the SQL table [`TABLE_NAME`].
 //!
-//! Entries are never removed: after retention deletes a metric's files, a query still finds
-//! the metric in the catalog and then reads no rows of it.
+//! An entry goes when retention has deleted every point of its metric
+//! ([`MetricCatalog::forget_older_than`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::catalog::hour_of;
 use crate::schema::Table;
 
 /// The catalog's name in SQL.
@@ -129,6 +130,17 @@ impl MetricCatalog {
         }
     }
 
+    /// Forgets the metrics whose points are all in partitions before `hour`, which
+    /// retention has deleted.
+    pub(crate) fn forget_older_than(&mut self, hour: i64) {
+        self.entries.retain(|_, entry| hour_of(entry.last_nanos) >= hour);
+    }
+
+    /// How many metrics it lists.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Adds the metrics of a Parquet file of `table`, reading only the catalog's columns.
     pub(crate) fn record_file(&mut self, table: Table, path: &Path) -> io::Result<()> {
         if !table.is_metrics() {
@@ -162,5 +174,41 @@ impl MetricCatalog {
             times(|entry| entry.last_nanos),
         ];
         RecordBatch::try_new(schema(), columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray};
+
+    use super::*;
+    use crate::store::catalog::NANOS_PER_HOUR;
+
+    /// Points of the metrics `names`, one each, at `nanos`.
+    fn points(names: &[&str], nanos: i64) -> RecordBatch {
+        let strings = |value: &dyn Fn(&str) -> String| -> ArrayRef {
+            Arc::new(names.iter().map(|name| Some(value(name))).collect::<StringArray>())
+        };
+        let times: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![nanos; names.len()]));
+        RecordBatch::try_from_iter([
+            ("MetricName", strings(&|name| name.to_owned())),
+            ("MetricUnit", strings(&|_| "s".to_owned())),
+            ("MetricDescription", strings(&|_| String::new())),
+            ("TimeUnix", times),
+        ])
+        .expect("a batch of points")
+    }
+
+    #[test]
+    fn a_metric_is_forgotten_once_retention_has_deleted_all_its_points() {
+        let mut catalog = MetricCatalog::default();
+        catalog.record(Table::MetricsGauge, &points(&["queue_depth", "retired"], 10 * NANOS_PER_HOUR));
+        catalog.record(Table::MetricsGauge, &points(&["queue_depth"], 12 * NANOS_PER_HOUR + 1));
+        catalog.forget_older_than(10);
+        assert_eq!(catalog.len(), 2);
+        catalog.forget_older_than(11);
+        let names = catalog.to_batch().expect("the catalog as a batch");
+        let names: Vec<&str> = names.column(1).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(names, ["queue_depth"]);
     }
 }

@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 use crate::config::{StorageConfig, WalConfig};
 use crate::ingest::Export;
 use crate::schema::{Rejections, Signal, Table};
-use crate::telemetry::{SelfMetrics, TableLabels};
+use crate::telemetry::{CatalogLabels, SelfMetrics, TableLabels};
 use catalog::Catalog;
 use memtable::Memtable;
 use metric_catalog::MetricCatalog;
@@ -157,6 +157,8 @@ impl Shared {
         let bytes = state.memtable.bytes();
         self.memtable_bytes.store(bytes, Ordering::Relaxed);
         self.metrics.memtable_bytes.set(bytes as i64);
+        self.metrics.catalog_entries.get_or_create(&CatalogLabels { catalog: "resources" }).set(state.resources.len() as i64);
+        self.metrics.catalog_entries.get_or_create(&CatalogLabels { catalog: "metrics" }).set(state.metrics.len() as i64);
         for table in Table::ALL {
             let (files, bytes) = state.catalog.totals(table);
             let labels = TableLabels { table: table.name() };
@@ -294,7 +296,7 @@ impl Store {
         for (_segment, payload) in replay.payloads {
             for (table, batch) in replayed_batches(payload, &metrics) {
                 metric_catalog.record(table, &batch);
-                resources.record(&batch);
+                resources.record(table, &batch);
                 memtable.insert(table, batch);
             }
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use arrow::compute::concat;
-use arrow::datatypes::{DataType, TimestampNanosecondType, UInt64Type};
+use arrow::datatypes::{DataType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -25,7 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 
 use super::StoreError;
-use super::catalog::{FLUSHED_SUFFIX, FileMeta, NANOS_PER_HOUR, partition_dir};
+use super::catalog::{FLUSHED_SUFFIX, FileMeta, event_times, hour_of, partition_dir};
 use super::commit::tmp_path;
 use super::gather::gather;
 use super::merge::SortedMerge;
@@ -117,10 +117,10 @@ fn sorted_rows_by_hour(table: Table, batches: &[RecordBatch]) -> Result<Vec<(i64
     let mut hours: Vec<i64> = Vec::new();
     let mut row_of: Vec<RowOf> = Vec::new();
     for (batch_index, batch) in batches.iter().enumerate() {
-        let Some(times) = column_nanos(batch, table.time_column()) else {
+        let Some(times) = event_times(table, batch) else {
             return Err(StoreError::Corrupt(format!("{} has no {} column", table.name(), table.time_column())));
         };
-        hours.extend(times.values().iter().map(|t| t.div_euclid(NANOS_PER_HOUR)));
+        hours.extend(times.values().iter().copied().map(hour_of));
         row_of.extend((0..batch.num_rows()).map(|row| (batch_index, row)));
     }
     let mut sort_keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(hours.clone()))];
@@ -179,10 +179,6 @@ impl SeriesStarts {
         columns[starts] = Arc::new(marks);
         RecordBatch::try_new(schema, columns).map_err(StoreError::arrow("mark series starts"))
     }
-}
-
-fn column_nanos<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a arrow::array::PrimitiveArray<TimestampNanosecondType>> {
-    batch.column_by_name(name)?.as_primitive_opt::<TimestampNanosecondType>()
 }
 
 /// A `.tmp` Parquet file to write.
@@ -625,7 +621,7 @@ mod tests {
             batch(&[(3, HOUR + 5), (1, HOUR - 5), (2, HOUR + 1)]),
             batch(&[(1, HOUR + 2), (3, HOUR - 9), (1, HOUR - 7)]),
         ];
-        let hour = (HOUR / NANOS_PER_HOUR as u64) as i64;
+        let hour = hour_of(HOUR as i64);
         assert_eq!(
             sorted_rows_by_hour(Table::Traces, &batches).expect("sorted"),
             [(hour - 1, vec![(1, 2), (0, 1), (1, 1)]), (hour, vec![(1, 0), (0, 2), (0, 0)])]

@@ -17,8 +17,14 @@
 //!
 //! Invariant: every file holds the attributes of every resource its rows name, so it needs
 //! no other file to be read, and losing a file to retention loses no other file's
-//! attributes. Entries are never removed from the catalog; like the metric catalog's, they
-//! are few (one per pod) and small.
+//! attributes.
+//!
+//! The catalog keeps an entry (one per pod instance, a kilobyte or two) until retention has
+//! deleted every row that names it: each entry remembers the latest event hour of the
+//! batches that carried it, and [`ResourceCatalog::forget_older_than`] drops the entries
+//! whose rows are all in deleted partitions. A batch carries every resource its rows name
+//! (a converted request in its first row of each, a file in its first row of each), so no
+//! row is more recent than its resource's entry says.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -27,13 +33,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array, new_null_array};
-use arrow::compute::{interleave, take};
+use arrow::compute::{interleave, max, take};
 use arrow::datatypes::UInt64Type;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::catalog::{event_times, hour_of};
 use crate::schema::Table;
 
 pub(crate) const ID_COLUMN: &str = "ResourceId";
@@ -44,48 +51,85 @@ fn has_resource_ids(table: Table) -> bool {
     table.schema().field_with_name(ID_COLUMN).is_ok()
 }
 
-/// Every resource's attributes, by `ResourceId`: each a map array of one row.
+/// Every resource's attributes, by `ResourceId`.
 ///
 /// A clone is cheap: queries, flushes and merges each take one. The map is copied only when
-/// a resource is added while such a clone still holds it.
+/// it changes (a resource added, an entry's hour moved on, entries forgotten) while such a
+/// clone still holds it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ResourceCatalog {
-    attributes: Arc<HashMap<u64, ArrayRef>>,
+    resources: Arc<HashMap<u64, Resource>>,
+}
+
+#[derive(Debug, Clone)]
+struct Resource {
+    /// A map array of one row.
+    attributes: ArrayRef,
+    /// The latest event hour (hours since the epoch) of the batches that carried it: no row
+    /// of the resource is later.
+    latest_hour: i64,
 }
 
 impl ResourceCatalog {
-    /// Learns the resources whose attributes rows of `batch` carry. Cheap for resources it
-    /// knows: one lookup per carrying row, which is one row per resource of a request.
-    pub(crate) fn record(&mut self, batch: &RecordBatch) {
+    /// Learns the resources whose attributes rows of `batch` (rows of `table`) carry, and
+    /// that each has rows as recent as the batch's latest. Cheap for resources it knows: one
+    /// lookup per carrying row, which is one row per resource of a request.
+    pub(crate) fn record(&mut self, table: Table, batch: &RecordBatch) {
         let Some(columns) = ResourceColumns::of(batch) else { return };
+        let Some(latest_hour) = event_times(table, batch).and_then(max).map(hour_of) else { return };
         for row in (0..batch.num_rows()).filter(|&row| columns.attributes.is_valid(row)) {
-            let Some(id) = columns.id(row).filter(|id| !self.attributes.contains_key(id)) else { continue };
-            // A copy: a slice would keep the whole batch's buffers alive.
-            match take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None) {
-                Ok(attributes) => {
-                    Arc::make_mut(&mut self.attributes).insert(id, attributes);
+            let Some(id) = columns.id(row) else { continue };
+            match self.resources.get(&id) {
+                Some(known) if known.latest_hour >= latest_hour => {}
+                Some(_) => {
+                    if let Some(known) = Arc::make_mut(&mut self.resources).get_mut(&id) {
+                        known.latest_hour = latest_hour;
+                    }
                 }
-                Err(error) => unreachable!("taking a row of a batch: {error}"),
+                None => {
+                    // A copy: a slice would keep the whole batch's buffers alive.
+                    let attributes = match take(&columns.attributes, &UInt32Array::from(vec![row as u32]), None) {
+                        Ok(attributes) => attributes,
+                        Err(error) => unreachable!("taking a row of a batch: {error}"),
+                    };
+                    Arc::make_mut(&mut self.resources).insert(id, Resource { attributes, latest_hour });
+                }
             }
         }
     }
 
-    /// Learns the resources of a Parquet file of `table`, reading only the two columns.
+    /// Learns the resources of a Parquet file of `table`, reading only their two columns
+    /// and the event times.
     pub(crate) fn record_file(&mut self, table: Table, path: &Path) -> io::Result<()> {
         if !has_resource_ids(table) {
             return Ok(());
         }
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(io::Error::other)?;
-        let roots: Vec<usize> =
-            [ID_COLUMN, ATTRIBUTES_COLUMN].iter().filter_map(|name| builder.schema().index_of(name).ok()).collect();
-        if roots.len() < 2 {
+        let roots: Vec<usize> = [ID_COLUMN, ATTRIBUTES_COLUMN, table.time_column()]
+            .iter()
+            .filter_map(|name| builder.schema().index_of(name).ok())
+            .collect();
+        if roots.len() < 3 {
             return Ok(()); // Written before `ResourceId`: every row has its own attributes.
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         for batch in builder.with_projection(mask).build().map_err(io::Error::other)? {
-            self.record(&batch.map_err(io::Error::other)?);
+            self.record(table, &batch.map_err(io::Error::other)?);
         }
         Ok(())
+    }
+
+    /// Forgets the resources whose rows are all in partitions before `hour`, which
+    /// retention has deleted.
+    pub(crate) fn forget_older_than(&mut self, hour: i64) {
+        if self.resources.values().any(|resource| resource.latest_hour < hour) {
+            Arc::make_mut(&mut self.resources).retain(|_, resource| resource.latest_hour >= hour);
+        }
+    }
+
+    /// How many resources it knows.
+    pub(crate) fn len(&self) -> usize {
+        self.resources.len()
     }
 
     /// `batch` with every row's resource attributes, as queries see it.
@@ -112,10 +156,10 @@ impl ResourceCatalog {
             let index = match pick(columns.id(row), columns.attributes.is_valid(row)) {
                 Pick::Own => (0, row),
                 Pick::Null => (1, 0),
-                Pick::Catalog(id) => match self.attributes.get(&id) {
-                    Some(attributes) => {
+                Pick::Catalog(id) => match self.resources.get(&id) {
+                    Some(resource) => {
                         let source = *source_of.entry(id).or_insert_with(|| {
-                            sources.push(attributes.as_ref());
+                            sources.push(resource.attributes.as_ref());
                             sources.len() - 1
                         });
                         (source, 0)
@@ -198,15 +242,18 @@ mod tests {
 
     use super::*;
     use crate::ingest::wire::Resource;
+    use crate::store::catalog::NANOS_PER_HOUR;
     use crate::schema::Rejections;
     use crate::test_data::{attribute, convert_traces, request_with, span, string};
 
     type Pairs = Vec<(String, String)>;
 
-    /// A request of three spans from each of pods `a` and `b`. The first span of `a` has
+    const START: u64 = 1_700_000_000_000_000_000;
+
+    /// A request of three spans from each of pods `a` and `b`, from `start` on. The first span of `a` has
     /// invalid text, so the batch leaves it out; the next span of `a` must carry `a`.
-    fn batch_of_two_pods() -> RecordBatch {
-        let mut request = request_with((0..3).map(|n| span(n, 1_700_000_000_000_000_000 + n)).collect());
+    fn batch_of_two_pods(start: u64) -> RecordBatch {
+        let mut request = request_with((0..3).map(|n| span(n, start + n)).collect());
         let mut other = request.resource_spans[0].clone();
         request.resource_spans[0].scope_spans[0].spans[0].name = Bytes::from_static(&[0xff]);
         for (resource_spans, pod) in [(&mut request.resource_spans[0], "a"), (&mut other, "b")] {
@@ -241,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_file_holds_each_resource_once_and_queries_see_it_on_every_row() {
-        let batches = [batch_of_two_pods(), batch_of_two_pods()];
+        let batches = [batch_of_two_pods(START), batch_of_two_pods(START)];
         assert_eq!(batches[0].num_rows(), 5, "the span with invalid text is left out");
         assert_eq!(carriers(&batches[0]), 2, "one row of each pod carries its attributes");
         let pods: HashMap<u64, Pairs> = rows(&batches[0]).into_iter().filter_map(|(id, pairs)| Some((id, pairs?))).collect();
@@ -249,7 +296,7 @@ mod tests {
 
         let mut catalog = ResourceCatalog::default();
         for batch in &batches {
-            catalog.record(batch);
+            catalog.record(Table::Traces, batch);
         }
         // Written as one file, the second batch's carriers are dropped ...
         let mut once = OncePerFile::new(&catalog);
@@ -261,11 +308,33 @@ mod tests {
 
         // The first file's carriers are enough to resolve every row of both batches.
         let mut from_file = ResourceCatalog::default();
-        from_file.record(&written[0]);
+        from_file.record(Table::Traces, &written[0]);
         for batch in &written {
             for (id, pairs) in rows(&from_file.resolve(batch).expect("resolved")) {
                 assert_eq!(pairs.as_ref(), Some(&pods[&id]));
             }
         }
+    }
+
+    #[test]
+    fn a_resource_is_forgotten_once_retention_has_deleted_all_its_rows() {
+        let early = batch_of_two_pods(START);
+        // Pod `a` again two hours later: its two rows, the first carrying its attributes.
+        let later = batch_of_two_pods(START + 2 * NANOS_PER_HOUR as u64).slice(0, 2);
+        let mut catalog = ResourceCatalog::default();
+        catalog.record(Table::Traces, &early);
+        catalog.record(Table::Traces, &later);
+        let held_by_a_query = catalog.clone();
+
+        let start_hour = hour_of(START as i64);
+        catalog.forget_older_than(start_hour);
+        assert_eq!(catalog.len(), 2, "both pods have rows in the first hour kept");
+        catalog.forget_older_than(start_hour + 1);
+        assert_eq!(catalog.len(), 1, "pod `b` has no row after its first hour");
+        let resolved = rows(&catalog.resolve(&early).expect("resolved"));
+        let non_carrier = |pod: usize| resolved[pod * 2 + 1].1.is_some();
+        assert!(non_carrier(0), "pod `a` is still known: {resolved:?}");
+        assert!(!non_carrier(1), "pod `b` is forgotten: {resolved:?}");
+        assert_eq!(held_by_a_query.len(), 2, "a clone keeps what it held");
     }
 }

@@ -118,7 +118,7 @@ impl Writer<'_> {
             let mut state = self.shared.write();
             for request in &group {
                 for (table, batch) in &request.write.batches {
-                    state.resources.record(batch);
+                    state.resources.record(*table, batch);
                     state.memtable.insert(*table, batch.clone());
                 }
                 state.metrics.merge(&request.write.metrics);

@@ -8,6 +8,7 @@ use crate::support::otlp::{attribute, now_nanos, post_traces, spans};
 use crate::support::{Collector, poll_until};
 
 const HOUR_NANOS: u64 = 3_600_000_000_000;
+const RESOURCES: &str = "meshlight_catalog_entries{catalog=\"resources\"}";
 
 fn count(collector: &Collector) -> Option<u64> {
     collector.sql("SELECT count(*) AS n FROM otel_traces").single_value().as_u64()
@@ -73,7 +74,8 @@ fn compaction_merges_small_files_and_retention_drops_old_partitions() {
 /// A span stores its resource's attributes by id, and each file holds each resource's
 /// attributes once, in its first row of the resource. Here the row that brought them in
 /// lands in a partition that retention drops: the other partition's rows keep theirs,
-/// after compaction and after a restart that knows them only from the files.
+/// after compaction and after a restart that knows them only from the files. A resource
+/// whose rows are all in that partition leaves the catalog with them.
 #[test]
 fn resource_attributes_outlive_the_partition_whose_row_brought_them() {
     let mut collector = Collector::start_with(&[
@@ -87,16 +89,24 @@ fn resource_attributes_outlive_the_partition_whose_row_brought_them() {
     request.resource_spans[0].scope_spans[0].spans.extend(recent.resource_spans[0].scope_spans[0].spans.clone());
     request.resource_spans[0].resource.as_mut().expect("a resource").attributes.push(attribute("k8s.pod.name", "pods-7f9c"));
     assert_eq!(post_traces(&collector.http_endpoint(), &request).status, 200);
+    assert_eq!(post_traces(&collector.http_endpoint(), &spans("gone", 3, 10, now - 5 * HOUR_NANOS)).status, 200);
+    assert_eq!(collector.metric_value(RESOURCES), Some(2.0));
     flush(&collector);
     // A second file of the same resource, for compaction to merge with the first.
     assert_eq!(post_traces(&collector.http_endpoint(), &spans("pods", 2, 50, now)).status, 200);
     flush(&collector);
     poll_until(Duration::from_secs(15), "the expired partition dropped and the recent one merged", || {
         let files = collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}");
-        if files == Some(1.0) && count(&collector) == Some(100) { Ok(()) } else { Err(format!("{files:?} files")) }
+        let resources = collector.metric_value(RESOURCES);
+        if files == Some(1.0) && count(&collector) == Some(100) && resources == Some(2.0) {
+            Ok(())
+        } else {
+            Err(format!("{files:?} files, {resources:?} resources"))
+        }
     });
 
     collector.restart();
+    assert_eq!(collector.metric_value(RESOURCES), Some(2.0), "rebuilt from the files");
     let pods = collector.sql(
         "SELECT \"ResourceAttributes\"['k8s.pod.name'] AS pod, \"ResourceAttributes\"['service.name'] AS service, count(*) AS n \
          FROM otel_traces GROUP BY 1, 2 ORDER BY 1",
