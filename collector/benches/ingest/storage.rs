@@ -1,7 +1,8 @@
 //! Storage and steady-state figures on the mesh data set:
 //! - **bytes per span** on disk once compaction has merged each hour into one file;
 //! - **RSS and CPU** of the collector at a steady 10 000 spans/s, CPU also per thread name
-//!   (request path, WAL writer, flush, compaction);
+//!   (request path, WAL writer, flush, compaction); and CPU per span from ingest to the
+//!   hour's final file, the merges that the steady window does not reach included;
 //! - **ingest-to-queryable latency**: from the start of an export to the moment SQL sees the
 //!   span, for probe spans sent while the collector carries half of its sustained saturation
 //!   rate (measured first, unpaced for `SATURATION_SECS`, so flushing is part of it).
@@ -48,6 +49,9 @@ struct SteadyState {
     cpu_share: f64,
     /// Share of one core per thread name, largest first.
     cpu_share_by_thread: Vec<(String, f64)>,
+    /// Collector CPU per acknowledged span, from the start of the load to the end of the
+    /// flush and compaction of all of it into the hour's final file.
+    cpu_per_span_to_final_file: Duration,
 }
 
 pub(crate) async fn measure() -> anyhow::Result<StorageResult> {
@@ -112,6 +116,10 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     let cpu = collector.cpu_time()?.saturating_sub(cpu_before);
     let threads = collector.cpu_time_by_thread_name()?;
     let wall = started.elapsed();
+    let api = Api::new(&collector.api_url())?;
+    api.post("/api/v1/admin/flush").await?;
+    api.post("/api/v1/admin/compact").await?;
+    let cpu_to_final_file = collector.cpu_time()?.saturating_sub(cpu_before);
     collector.stop()?;
     let mut cpu_share_by_thread: Vec<(String, f64)> = threads
         .into_iter()
@@ -128,6 +136,7 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
         rss_mean_mib: rss.iter().map(|sample| sample.total_mib).sum::<f64>() / rss.len().max(1) as f64,
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
         cpu_share_by_thread,
+        cpu_per_span_to_final_file: cpu_to_final_file.div_f64(report.spans_acknowledged.max(1) as f64),
     })
 }
 
@@ -278,6 +287,9 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     for (thread, share) in &steady.cpu_share_by_thread {
         println!("{:<44} {:>13.1}%", format!("  of which {thread} threads"), share * 100.0);
     }
+    let to_final_file = steady.cpu_per_span_to_final_file.as_secs_f64();
+    println!("{:<44} {:>14.2}", "ingest to final file: CPU µs per span", to_final_file * 1e6);
+    println!("{:<44} {:>13.1}%", "  as a share of one core at 10 000 spans/s", to_final_file * STEADY_RATE * 100.0);
     println!("{:<44} {:>14.0}", "sustained saturation: acknowledged spans/s", result.sustained_saturation);
     println!("{:<44} {:>14.0}", "half saturation: background spans/s", result.sustained_saturation / 2.0);
     println!("{:<44} {:>14}", "ingest-to-queryable probes", result.probes);
@@ -287,6 +299,10 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     println!(
         "steady state: {STEADY_RATE} spans/s target, RSS sampled every 500 ms, CPU = collector utime+stime / wall time \
          (per thread name: /proc/<pid>/task/*/stat of the threads alive at the end)"
+    );
+    println!(
+        "ingest to final file: collector utime+stime from the start of the steady load to the end of the flush and \
+         compaction of every hour it sent into its final file, per acknowledged span"
     );
     println!("ingest-to-queryable: from the start of a one-span export to the first SQL count that includes it");
 }
