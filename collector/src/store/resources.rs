@@ -26,7 +26,6 @@
 //! (a converted request in its first row of each, a file in its first row of each), so no
 //! row is more recent than its resource's entry says.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -37,6 +36,8 @@ use arrow::compute::{interleave, max, take};
 use arrow::datatypes::UInt64Type;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+// Faster than std's SipHash for the ids that `OncePerFile` looks up once per row written.
+use hashbrown::{HashMap, HashSet};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
