@@ -2,7 +2,8 @@
 //! deletes replaced files after a grace period.
 //!
 //! It runs beside the flush thread, never in front of it: a merge can take seconds, and a
-//! flush waiting behind one would let the memtable grow until ingest is refused.
+//! flush waiting behind one would let the memtable grow until ingest is refused. Once the
+//! store is stopping it starts no merge, so a shutdown waits for one merge at most.
 //!
 //! While an hour is open, compaction is size-tiered: a merge takes at least
 //! `compaction_min_files` files of similar size (within [`TIER_RATIO`] of the smallest), so
@@ -15,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -82,9 +84,14 @@ pub(super) fn run(shared: &Shared, requests: &Receiver<Request>) {
 }
 
 impl Compactor<'_> {
-    /// Compacts until no partition qualifies; `force` treats every hour as settled.
+    /// Compacts until no partition qualifies or the store is stopping; `force` treats every
+    /// hour as settled.
     fn compact_until_done(&mut self, force: bool) {
         while self.compact_all(force) > 0 {}
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
     }
 
     /// One merge in every partition that qualifies; returns how many merges ran. A
@@ -94,6 +101,9 @@ impl Compactor<'_> {
         for table in Table::ALL {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
+                if self.stopping() {
+                    return 0;
+                }
                 let backing_off = self.retry_at.get(&(table, hour)).is_some_and(|at| Instant::now() < *at);
                 if backing_off && !force {
                     continue;

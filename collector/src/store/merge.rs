@@ -232,6 +232,11 @@ impl Layout {
     /// `batch` with the table's columns: a column the file lacks (written before the column
     /// existed) is null, one stored as another type is cast.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        // Every file written since the table's last column change: one comparison a field,
+        // rather than a lookup by name of each field among all.
+        if batch.schema_ref().fields() == self.schema.fields() {
+            return RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec());
+        }
         let mut columns = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
             let column = match batch.column_by_name(field.name()) {

@@ -131,6 +131,9 @@ struct Shared {
     pending_flushes: AtomicUsize,
     /// A `RelieveMemory` command is on its way to the writer: refusals send one at a time.
     relief_requested: AtomicBool,
+    /// Shutdown has begun: compaction starts no further merge, so a backlog of them (after a
+    /// restart, or behind a long merge) does not hold up the exit. The next start takes it up.
+    stopping: AtomicBool,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -308,6 +311,7 @@ impl Store {
             admitted_bytes: AtomicUsize::new(0),
             pending_flushes: AtomicUsize::new(0),
             relief_requested: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             metrics,
         });
         shared.publish_sizes(&shared.read());
@@ -384,6 +388,7 @@ impl Store {
 
     /// Flushes the memtable and stops the store's threads. Writes after this are refused.
     pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
         let sender = self.commands.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(sender) = sender {
             let (ack, done) = oneshot::channel();

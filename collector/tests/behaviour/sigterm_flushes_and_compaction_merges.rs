@@ -8,6 +8,7 @@ use crate::support::otlp::{attribute, now_nanos, post_traces, spans};
 use crate::support::{Collector, poll_until};
 
 const HOUR_NANOS: u64 = 3_600_000_000_000;
+const TRACE_FILES: &str = "meshlight_parquet_files{table=\"otel_traces\"}";
 const RESOURCES: &str = "meshlight_catalog_entries{catalog=\"resources\"}";
 
 fn count(collector: &Collector) -> Option<u64> {
@@ -35,7 +36,54 @@ fn sigterm_flushes_the_memtable_and_empties_the_wal() {
     collector.restart();
     assert_eq!(count(&collector), Some(100));
     assert_eq!(collector.metric_value("meshlight_wal_replayed_records_total"), Some(0.0));
-    assert!(collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}").is_some_and(|n| n >= 1.0));
+    assert!(collector.metric_value(TRACE_FILES).is_some_and(|n| n >= 1.0));
+}
+
+/// SIGTERM waits for the merge under way but starts no other: a backlog of merges, as a
+/// restart behind many small files has, is left to the next start instead of holding up the
+/// exit (Kubernetes kills a pod that takes longer than its grace period).
+#[test]
+fn sigterm_leaves_a_backlog_of_merges_to_the_next_start() {
+    const FILES: usize = 60;
+    let mut collector = Collector::start_with(&["--compaction-min-files", "1000"]);
+    for n in 0..FILES {
+        assert_eq!(post_traces(&collector.http_endpoint(), &spans("backlog", n as u64, 10, now_nanos())).status, 200);
+        flush(&collector);
+    }
+    assert_eq!(collector.metric_value(TRACE_FILES), Some(FILES as f64));
+
+    // Two files a merge: a backlog of FILES - 1 merges, which starts at the first maintenance.
+    collector.restart_with(&[
+        "--compaction-min-files", "2",
+        "--compaction-max-input-files", "2",
+        "--maintenance-interval-secs", "1",
+    ]);
+    poll_until(Duration::from_secs(10), "the first merge", || match collector.metric_value("meshlight_compactions_total") {
+        Some(merges) if merges >= 1.0 => Ok(()),
+        merges => Err(format!("{merges:?} merges")),
+    });
+    let status = collector.terminate();
+    assert!(status.success(), "exit status {status}");
+
+    let left = parquet_files(&collector.data_dir().join("otel_traces"));
+    assert!(left > FILES / 2, "{left} of {FILES} files left: the exit waited for the backlog");
+    collector.restart();
+    assert_eq!(count(&collector), Some(FILES as u64 * 10), "nothing was lost");
+}
+
+/// The Parquet files under `dir`, at any depth.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    fs::read_dir(dir)
+        .expect("read a directory of the data")
+        .map(|entry| entry.expect("a directory entry").path())
+        .map(|path| {
+            if path.is_dir() {
+                parquet_files(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|extension| extension == "parquet"))
+            }
+        })
+        .sum()
 }
 
 #[test]
@@ -51,7 +99,7 @@ fn compaction_merges_small_files_and_retention_drops_old_partitions() {
         flush(&collector);
     }
     poll_until(Duration::from_secs(15), "three flushed files merged into one", || {
-        let files = collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}");
+        let files = collector.metric_value(TRACE_FILES);
         if files == Some(1.0) { Ok(()) } else { Err(format!("{files:?} files")) }
     });
     assert!(collector.metric_value("meshlight_compactions_total").is_some_and(|n| n >= 1.0));
@@ -96,7 +144,7 @@ fn resource_attributes_outlive_the_partition_whose_row_brought_them() {
     assert_eq!(post_traces(&collector.http_endpoint(), &spans("pods", 2, 50, now)).status, 200);
     flush(&collector);
     poll_until(Duration::from_secs(15), "the expired partition dropped and the recent one merged", || {
-        let files = collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}");
+        let files = collector.metric_value(TRACE_FILES);
         let resources = collector.metric_value(RESOURCES);
         if files == Some(1.0) && count(&collector) == Some(100) && resources == Some(2.0) {
             Ok(())

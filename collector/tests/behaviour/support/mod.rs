@@ -101,6 +101,12 @@ impl Collector {
         self.spawn_and_wait_until_ready();
     }
 
+    /// Like [`Collector::restart`], with these extra `serve` arguments from now on.
+    pub(crate) fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart();
+    }
+
     /// SIGKILL, as in a crash or power loss: nothing gets a chance to flush.
     pub(crate) fn kill_hard(&mut self) {
         let Some(mut child) = self.child.take() else {
