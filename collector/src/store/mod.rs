@@ -342,16 +342,23 @@ impl Store {
     }
 
     /// Reserves memory for a request of about `bytes`, or refuses it (retryably) when the
-    /// memory limit would be exceeded. A refusal asks the writer to flush, so memory frees up
-    /// for the client's retry even when the memtable is under `storage.flush_bytes` (a memory
-    /// limit set near it) and younger than `storage.flush_interval_secs`.
+    /// memory limit would be exceeded.
+    ///
+    /// A refusal asks the writer to flush, so memory frees up for the client's retry even
+    /// when the memtable is under `storage.flush_bytes` (a memory limit set near it) and
+    /// younger than `storage.flush_interval_secs`. It does not when the memtable holds less
+    /// than a quarter of the memory in use: requests in flight hold the rest, a flush would
+    /// free little and leave a small file, and those requests soon either land in the
+    /// memtable (and a later refusal flushes them) or give their memory back.
     pub fn admit(&self, bytes: usize) -> Result<Admission<'_>, Refusal> {
         let shared = &self.shared;
         let admitted = shared.admitted_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let admission = Admission { store: self, bytes };
-        let used = admitted + shared.memtable_bytes.load(Ordering::Relaxed);
+        let memtable = shared.memtable_bytes.load(Ordering::Relaxed);
+        let used = admitted + memtable;
         if used > shared.settings.memory_limit_bytes {
-            if !shared.relief_requested.swap(true, Ordering::AcqRel) {
+            let flush_would_help = memtable.saturating_mul(4) >= used;
+            if flush_would_help && !shared.relief_requested.swap(true, Ordering::AcqRel) {
                 // Only a store that is shutting down has no writer, and its flush is coming.
                 let _ = self.send(writer::Command::RelieveMemory);
             }

@@ -15,6 +15,7 @@ use crate::support::otlp::{GrpcClient, attribute, gzip, now_nanos, post, post_ch
 
 const PROTOBUF: Option<&str> = Some("application/x-protobuf");
 const JSON: Option<&str> = Some("application/json");
+const REFUSED_FOR_MEMORY: &str = "meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}";
 
 #[test]
 fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
@@ -186,8 +187,44 @@ fn over_the_memory_limit_ingest_refuses_retryably_until_a_flush_frees_memory() {
     let retry = status.get_details_retry_info().expect("RetryInfo in the status details");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
 
-    let refused = collector.metric_value("meshlight_ingest_items_refused_total{signal=\"traces\",reason=\"memory_limit\"}");
+    let refused = collector.metric_value(REFUSED_FOR_MEMORY);
     assert!(refused.is_some_and(|items| items >= 30_000.0), "{refused:?}");
     let accepted = collector.sql("SELECT count(*) AS n FROM otel_traces");
     assert!(accepted.single_value().as_u64() > Some(accepted_before * 15_000));
+}
+
+/// A refusal while requests in flight, not the memtable, hold the memory starts no flush:
+/// it would free little and leave a small file for compaction.
+#[test]
+fn a_refusal_for_memory_that_requests_in_flight_hold_flushes_nothing() {
+    let collector = Collector::start_with(&[
+        "--memory-limit-bytes", "8388608",
+        "--max-request-bytes", "2000000",
+        "--flush-bytes", "8388608",
+        "--flush-interval-secs", "3600",
+    ]);
+    let endpoint = collector.http_endpoint();
+    // A few spans in the memtable, so that a flush would have something to write.
+    assert_eq!(post_traces(&endpoint, &spans("in-flight", 0, 3, now_nanos())).status, 200);
+    // Each reserves about 4 MB of the 8 MiB while it is decoded, and leaves nothing behind:
+    // every span has an all-zero trace id and is rejected.
+    let mut invalid = spans("in-flight", 1, 15_000, now_nanos());
+    for span in &mut invalid.resource_spans[0].scope_spans[0].spans {
+        span.trace_id = vec![0; 16];
+    }
+    poll_until(Duration::from_secs(30), "a refusal while requests are in flight", || {
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| post_traces(&endpoint, &invalid));
+            }
+        });
+        match collector.metric_value(REFUSED_FOR_MEMORY) {
+            Some(items) if items > 0.0 => Ok(()),
+            items => Err(format!("{items:?} items refused")),
+        }
+    });
+    assert_eq!(collector.metric_value("meshlight_pressure_flushes_total"), Some(0.0));
+    assert_eq!(collector.metric_value("meshlight_parquet_files{table=\"otel_traces\"}"), Some(0.0));
+    // The requests gave their memory back: a valid one gets in.
+    assert_eq!(post_traces(&endpoint, &spans("in-flight", 2, 15_000, now_nanos())).status, 200);
 }
