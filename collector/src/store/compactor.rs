@@ -87,22 +87,23 @@ impl Compactor<'_> {
     /// Compacts until no partition qualifies or the store is stopping; `force` treats every
     /// hour as settled.
     fn compact_until_done(&mut self, force: bool) {
-        while self.compact_all(force) > 0 {}
+        while !self.stopping() && self.compact_all(force) > 0 {}
     }
 
     fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Acquire)
     }
 
-    /// One merge in every partition that qualifies; returns how many merges ran. A
-    /// partition whose merge failed waits a maintenance interval, unless `force`d.
+    /// One merge in every partition that qualifies, none once the store is stopping;
+    /// returns how many merges ran. A partition whose merge failed waits a maintenance
+    /// interval, unless `force`d.
     fn compact_all(&mut self, force: bool) -> usize {
         let mut merges = 0;
         for table in Table::ALL {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
                 if self.stopping() {
-                    return 0;
+                    return merges;
                 }
                 let backing_off = self.retry_at.get(&(table, hour)).is_some_and(|at| Instant::now() < *at);
                 if backing_off && !force {
