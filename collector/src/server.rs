@@ -60,7 +60,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         wal: config.wal.clone(),
         storage: config.storage.clone(),
         memory_limit_bytes: config.limits.memory_limit_bytes,
-        file_delete_grace: Duration::from_secs(config.query.timeout_secs + 5),
+        // Replaced files outlive the longest read that may have started before: SQL's or
+        // PromQL's (rules included), whichever may run longer.
+        file_delete_grace: Duration::from_secs(config.query.timeout_secs.max(config.promql.timeout_secs) + 5),
     };
     let store = {
         let metrics = metrics.clone();

@@ -279,6 +279,7 @@ impl Store {
         tracing::info!(
             records = replay.records,
             damaged_segments = replay.damaged_segments,
+            undecodable_records = replay.undecodable_records,
             skipped_bytes = replay.skipped_bytes,
             "wal replayed"
         );

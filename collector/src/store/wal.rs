@@ -17,7 +17,9 @@
 //! Records are appended by one writer (group commit: many requests' records, one write and
 //! at most one fsync). Replay reads segments in order; a record whose length runs past the
 //! end of the file (a torn write) or whose checksum does not match ends that segment: the
-//! rest of it is counted as skipped and never trusted, and the next segment is read. New
+//! rest of it is counted as skipped and never trusted, and the next segment is read. An
+//! intact record that does not decode (a kind, or a batch under a schema, that the build
+//! replaying it does not know) is skipped alone: the records after it still replay. New
 //! writes always go to a fresh segment, never after a damaged tail. Segments are deleted
 //! once a flush has made their contents durable in Parquet.
 
@@ -109,7 +111,9 @@ pub struct Replay {
     pub records: u64,
     /// Segments whose tail was torn or corrupt (the rest of each was skipped).
     pub damaged_segments: u64,
-    /// Bytes skipped in damaged tails.
+    /// Intact records that did not decode (each skipped alone).
+    pub undecodable_records: u64,
+    /// Bytes skipped: damaged tails and undecodable records.
     pub skipped_bytes: u64,
     /// The highest segment number present, 0 if none.
     pub last_segment: u64,
@@ -178,12 +182,14 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
 }
 
 fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(segment_path(dir, segment))?;
+    let path = segment_path(dir, segment);
+    let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
     // The directory entry must be durable too, or a crash could lose the whole segment.
-    File::open(dir)?.sync_all()?;
+    if let Err(error) = File::open(dir).and_then(|dir| dir.sync_all()) {
+        // Removed, or every later attempt to create the segment would find it there.
+        let _ = fs::remove_file(&path);
+        return Err(error);
+    }
     Ok(file)
 }
 
@@ -211,54 +217,62 @@ fn replay(dir: &Path) -> io::Result<Replay> {
         let bytes = Bytes::from(fs::read(&path)?);
         let mut offset = 0usize;
         while offset < bytes.len() {
-            match decode_record(&bytes.slice(offset..)) {
-                Some((payloads, consumed)) => {
+            let Some((payload, consumed)) = frame(&bytes.slice(offset..)) else {
+                tracing::warn!(
+                    segment,
+                    offset,
+                    skipped_bytes = bytes.len() - offset,
+                    "wal segment has a torn or corrupt tail; skipping the rest of it"
+                );
+                replay.damaged_segments += 1;
+                replay.skipped_bytes += (bytes.len() - offset) as u64;
+                break;
+            };
+            match decode_payload(payload) {
+                Some(payloads) => {
                     replay.records += 1;
                     replay.payloads.extend(payloads.into_iter().map(|payload| (segment, payload)));
-                    offset += consumed;
                 }
                 None => {
-                    tracing::warn!(
-                        segment,
-                        offset,
-                        skipped_bytes = bytes.len() - offset,
-                        "wal segment has a torn or corrupt tail; skipping the rest of it"
-                    );
-                    replay.damaged_segments += 1;
-                    replay.skipped_bytes += (bytes.len() - offset) as u64;
-                    break;
+                    tracing::warn!(segment, offset, skipped_bytes = consumed, "wal record is intact but does not decode; skipping it");
+                    replay.undecodable_records += 1;
+                    replay.skipped_bytes += consumed as u64;
                 }
             }
+            offset += consumed;
         }
     }
     Ok(replay)
 }
 
-/// Decodes the record at the start of `bytes`: `None` if it is torn, corrupt or undecodable.
-/// An Arrow record's stream may hold several batches.
-fn decode_record(bytes: &Bytes) -> Option<(Vec<Payload>, usize)> {
+/// The payload (kind and body) of the record at the start of `bytes`, and the record's
+/// size; `None` if it is torn or its checksum does not match.
+fn frame(bytes: &Bytes) -> Option<(Bytes, usize)> {
     let header = bytes.get(..HEADER_LEN)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
     let end = HEADER_LEN.checked_add(len)?;
     let payload = bytes.get(HEADER_LEN..end)?;
-    if crc32c::crc32c(payload) != crc {
-        return None;
-    }
+    (crc32c::crc32c(payload) == crc).then(|| (bytes.slice(HEADER_LEN..end), end))
+}
+
+/// What an intact record holds; `None` for a kind, or a batch under a schema, that this
+/// build does not know. An Arrow record's stream may hold several batches.
+fn decode_payload(payload: Bytes) -> Option<Vec<Payload>> {
     let (&kind, body) = payload.split_first()?;
     if let Some(signal) = otlp_signal(kind) {
-        return Some((vec![Payload::Otlp(signal, bytes.slice(HEADER_LEN + 1..end))], end));
+        return Some(vec![Payload::Otlp(signal, payload.slice(1..))]);
     }
     let table = Table::from_id(kind)?;
     let reader = StreamReader::try_new(body, None).ok()?;
     let batches: Result<Vec<_>, _> = reader.collect();
     let batches = batches.ok()?;
-    // A batch written under another schema version would not fit the table: skip it as
-    // corrupt rather than let it poison queries.
+    // A batch written under another schema version would not fit the table: skip it rather
+    // than let it poison queries.
     if batches.iter().any(|batch| batch.schema() != table.schema()) {
         return None;
     }
-    Some((batches.into_iter().map(|batch| Payload::Batch(table, batch)).collect(), end))
+    Some(batches.into_iter().map(|batch| Payload::Batch(table, batch)).collect())
 }
 
 #[cfg(test)]
@@ -295,6 +309,26 @@ mod tests {
         assert_eq!(replay.damaged_segments, 0);
         let request = Payload::Otlp(Signal::Logs, protobuf);
         assert_eq!(replay.payloads, vec![(1, Payload::Batch(Table::Traces, batch)), (1, request.clone()), (2, request)]);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn an_intact_record_that_does_not_decode_is_skipped_alone() {
+        let dir = temp_dir("undecodable");
+        let batch = sample_batch();
+        let good = EncodedRecord::batch(Table::Traces, &batch).expect("encodes");
+        let unknown_kind = EncodedRecord::new(0x7f, Bytes::from_static(b"from a later build")).expect("encodes");
+        let other_schema = EncodedRecord::batch(Table::Logs, &batch).expect("encodes");
+        {
+            let (mut wal, _) = Wal::open(&dir).expect("opens");
+            wal.append([&good, &unknown_kind, &other_schema, &good]).expect("appends");
+            wal.sync().expect("syncs");
+        }
+        let (_wal, replay) = Wal::open(&dir).expect("reopens");
+        let traces = Payload::Batch(Table::Traces, batch);
+        assert_eq!(replay.payloads, vec![(1, traces.clone()), (1, traces)]);
+        assert_eq!((replay.records, replay.undecodable_records, replay.damaged_segments), (2, 2, 0));
+        assert_eq!(replay.skipped_bytes, (unknown_kind.size() + other_schema.size()) as u64);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

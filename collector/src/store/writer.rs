@@ -155,6 +155,13 @@ impl Writer<'_> {
     fn sync(&mut self) -> std::io::Result<()> {
         let started = Instant::now();
         let result = self.wal.sync();
+        if result.is_err() {
+            // Linux reports a writeback error once and may drop the pages it could not
+            // write: a later fsync of this segment would succeed without them, and replay
+            // would stop at the hole, before records acknowledged after it. They go to a
+            // fresh segment instead.
+            self.needs_new_segment = true;
+        }
         self.shared.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
         self.unsynced = false;
         self.last_sync = Instant::now();
