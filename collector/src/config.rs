@@ -65,8 +65,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Memory that buffered data (memtable plus requests being written) may use. Over it,
     /// ingest refuses with retryable codes (HTTP 503 + Retry-After, gRPC UNAVAILABLE +
-    /// RetryInfo) until a flush frees memory. A request whose rows alone would take more
-    /// gets HTTP 413 or gRPC RESOURCE_EXHAUSTED.
+    /// RetryInfo) until a flush frees memory. Requests reserve it before they are decoded
+    /// (a JSON body: 4 times its size for the parse) and again for their rows; one that
+    /// alone would take more gets HTTP 413 or gRPC RESOURCE_EXHAUSTED.
     pub memory_limit_bytes: usize,
     /// Seconds a refused client is told to wait before retrying.
     pub retry_after_secs: u64,

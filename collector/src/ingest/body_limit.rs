@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, BodyDataStream};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use bytes::BytesMut;
@@ -15,7 +15,16 @@ use futures::StreamExt as _;
 /// Longest a refused body is read and thrown away before its 413 goes out.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Caps the request bodies of `router` at `limit` bytes.
+/// Answers a request the cap refuses, given its headers, the status (413, or 400 for a body
+/// that could not be read) and what went wrong: in the error format of the routes.
+pub(crate) type Refuse = fn(&HeaderMap, StatusCode, String) -> Response;
+
+/// [`Refuse`] as plain text, for routes without an error format of their own.
+pub(crate) fn refuse_as_text(_: &HeaderMap, status: StatusCode, message: String) -> Response {
+    (status, message).into_response()
+}
+
+/// Caps the request bodies of `router` at `limit` bytes; `refuse` answers what goes over.
 ///
 /// A body over the cap is answered 413 without being kept. It is first read and thrown away,
 /// for at most [`DRAIN_TIMEOUT`]: a server that answers and closes while the client is still
@@ -23,13 +32,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// loses the 413 it had not read yet. A body without a declared length (chunked) is read up
 /// to the cap here, so one that goes over is drained the same way; `DefaultBodyLimit` stays
 /// as the extractors' own bound.
-pub(crate) fn with_body_limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize) -> Router<S> {
+pub(crate) fn with_body_limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize, refuse: Refuse) -> Router<S> {
     router
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(limit, refuse_oversize))
+        .layer(middleware::from_fn_with_state((limit, refuse), refuse_oversize))
 }
 
-async fn refuse_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
+async fn refuse_oversize(State((limit, refuse)): State<(usize, Refuse)>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -37,8 +46,10 @@ async fn refuse_oversize(State(limit): State<usize>, request: Request, next: Nex
     match declared {
         Some(length) if length <= limit as u64 => next.run(request).await,
         Some(length) => {
-            drain(request.into_body().into_data_stream()).await;
-            too_large(format!("request body of {length} bytes is over the {limit}-byte cap (limits.max_request_bytes)"))
+            let (parts, body) = request.into_parts();
+            drain(body.into_data_stream()).await;
+            let message = format!("request body of {length} bytes is over the {limit}-byte cap (limits.max_request_bytes)");
+            refuse(&parts.headers, StatusCode::PAYLOAD_TOO_LARGE, message)
         }
         None => {
             let (parts, body) = request.into_parts();
@@ -46,11 +57,12 @@ async fn refuse_oversize(State(limit): State<usize>, request: Request, next: Nex
             let mut buffered = BytesMut::new();
             while let Some(chunk) = chunks.next().await {
                 let Ok(chunk) = chunk else {
-                    return (StatusCode::BAD_REQUEST, "the request body could not be read").into_response();
+                    return refuse(&parts.headers, StatusCode::BAD_REQUEST, "the request body could not be read".to_owned());
                 };
                 if buffered.len() + chunk.len() > limit {
                     drain(chunks).await;
-                    return too_large(format!("request body is over the {limit}-byte cap (limits.max_request_bytes)"));
+                    let message = format!("request body is over the {limit}-byte cap (limits.max_request_bytes)");
+                    return refuse(&parts.headers, StatusCode::PAYLOAD_TOO_LARGE, message);
                 }
                 buffered.extend_from_slice(&chunk);
             }
@@ -65,8 +77,4 @@ async fn drain(mut body: BodyDataStream) {
         while let Some(Ok(_)) = body.next().await {}
     })
     .await;
-}
-
-fn too_large(message: String) -> Response {
-    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }

@@ -23,7 +23,7 @@ use crate::schema::{
     traces_to_batch,
 };
 use crate::spanmetrics::SpanMetrics;
-use crate::store::{PreparedWrite, Refusal, Store, StoreError};
+use crate::store::{Admission, PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
 
 /// Requests larger than this are converted on the blocking pool rather than on an async
@@ -55,9 +55,9 @@ pub enum IngestError {
     /// The decompressed request is larger than `limits.max_request_bytes`.
     #[error("request exceeds the {limit}-byte limit")]
     TooLarge { limit: usize },
-    /// The request's rows would take more than `limits.memory_limit_bytes` even with
-    /// nothing else buffered: no retry can succeed.
-    #[error("the request's rows would take about {estimate} bytes, over the {limit}-byte memory limit")]
+    /// Decoding the request, or its rows, would take more than `limits.memory_limit_bytes`
+    /// even with nothing else buffered: no retry can succeed.
+    #[error("the request would take about {estimate} bytes of memory, over the {limit}-byte memory limit")]
     OverMemoryLimit { estimate: usize, limit: usize },
     /// Refused before writing (memory limit, shutdown): retry later.
     #[error("{0}")]
@@ -98,28 +98,22 @@ impl Export {
         Export { request: Request::Metrics(request), protobuf }
     }
 
-    /// Decodes an OTLP/JSON body (hex ids, lowerCamelCase names, enums as integers).
+    /// Decodes an OTLP/JSON body (hex ids, lowerCamelCase names, enums as integers), the
+    /// way `how` says.
     ///
     /// JSON is parsed with `opentelemetry-proto`'s serde types and re-encoded as protobuf
     /// for the one conversion path: JSON is the slow path and this keeps a single source of
-    /// truth for validation and conversion.
-    pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Export, IngestError> {
+    /// truth for validation and conversion. [`JsonParse::Typed`] answers `Ok(None)` for a
+    /// document that does not fit those types as it is, which
+    /// [`JsonParse::FillingOmittedLists`] may still parse.
+    pub fn decode_json(signal: Signal, body: &[u8], how: JsonParse) -> Result<Option<Export>, IngestError> {
         use opentelemetry_proto::tonic::collector as otlp;
-        let invalid = |error: serde_json::Error| IngestError::Invalid(format!("json: {error}"));
-        let mut json: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-        fill_omitted_value_lists(&mut json);
         let protobuf = match signal {
-            Signal::Traces => serde_json::from_value::<otlp::trace::v1::ExportTraceServiceRequest>(json)
-                .map_err(invalid)?
-                .encode_to_vec(),
-            Signal::Metrics => serde_json::from_value::<otlp::metrics::v1::ExportMetricsServiceRequest>(json)
-                .map_err(invalid)?
-                .encode_to_vec(),
-            Signal::Logs => serde_json::from_value::<otlp::logs::v1::ExportLogsServiceRequest>(json)
-                .map_err(invalid)?
-                .encode_to_vec(),
+            Signal::Traces => parse_json::<otlp::trace::v1::ExportTraceServiceRequest>(body, how)?.map(|r| r.encode_to_vec()),
+            Signal::Metrics => parse_json::<otlp::metrics::v1::ExportMetricsServiceRequest>(body, how)?.map(|r| r.encode_to_vec()),
+            Signal::Logs => parse_json::<otlp::logs::v1::ExportLogsServiceRequest>(body, how)?.map(|r| r.encode_to_vec()),
         };
-        Export::decode_protobuf(signal, Bytes::from(protobuf))
+        protobuf.map(|protobuf| Export::decode_protobuf(signal, Bytes::from(protobuf))).transpose()
     }
 
     pub fn signal(&self) -> Signal {
@@ -131,8 +125,10 @@ impl Export {
     }
 
     /// Memory the request's rows may take in Arrow, which admission reserves: about three
-    /// times the protobuf, plus the resource and scope that every item repeats. A small
-    /// request of many items under large resource attributes expands many times over.
+    /// times the protobuf, plus what every item repeats of its scope, and of its resource
+    /// where rows repeat it. A small request of many data points under large resource
+    /// attributes expands many times over; spans and log records carry their resource's
+    /// attributes once (see `store::resources`).
     fn arrow_bytes_estimate(&self) -> usize {
         let repeated = match &self.request {
             Request::Traces(request) => request
@@ -140,7 +136,7 @@ impl Export {
                 .iter()
                 .map(|r| {
                     let scopes = r.scope_spans.iter().map(|s| (s.scope.as_ref(), s.spans.len()));
-                    repeated_bytes(r.resource.as_ref(), scopes)
+                    repeated_bytes(r.resource.as_ref(), ResourceRows::First, scopes)
                 })
                 .fold(0, usize::saturating_add),
             Request::Logs(request) => request
@@ -148,7 +144,7 @@ impl Export {
                 .iter()
                 .map(|r| {
                     let scopes = r.scope_logs.iter().map(|s| (s.scope.as_ref(), s.log_records.len()));
-                    repeated_bytes(r.resource.as_ref(), scopes)
+                    repeated_bytes(r.resource.as_ref(), ResourceRows::First, scopes)
                 })
                 .fold(0, usize::saturating_add),
             Request::Metrics(request) => request
@@ -159,7 +155,7 @@ impl Export {
                         let points: u64 = s.metrics.iter().map(metric_data_points).sum();
                         (s.scope.as_ref(), usize::try_from(points).unwrap_or(usize::MAX))
                     });
-                    repeated_bytes(r.resource.as_ref(), scopes)
+                    repeated_bytes(r.resource.as_ref(), ResourceRows::Every, scopes)
                 })
                 .fold(0, usize::saturating_add),
         };
@@ -204,6 +200,51 @@ impl Export {
     }
 }
 
+/// How [`Export::decode_json`] parses a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonParse {
+    /// Straight into the typed request: at its peak about [`JSON_TYPED_PARSE_FACTOR`]
+    /// times the body's size.
+    Typed,
+    /// Through a `serde_json::Value` whose omitted lists are filled in first (see
+    /// [`fill_omitted_value_lists`]): about [`JSON_VALUE_PARSE_FACTOR`] times the body.
+    FillingOmittedLists,
+}
+
+impl JsonParse {
+    /// The memory the parse takes at its peak, for a body of `bytes`.
+    fn memory_estimate(self, bytes: usize) -> usize {
+        bytes.saturating_mul(match self {
+            JsonParse::Typed => JSON_TYPED_PARSE_FACTOR,
+            JsonParse::FillingOmittedLists => JSON_VALUE_PARSE_FACTOR,
+        })
+    }
+}
+
+/// See [`JsonParse::Typed`].
+const JSON_TYPED_PARSE_FACTOR: usize = 4;
+
+/// See [`JsonParse::FillingOmittedLists`].
+const JSON_VALUE_PARSE_FACTOR: usize = 20;
+
+/// Parses `body` as `T` the way `how` says; `Ok(None)` if a [`JsonParse::Typed`] parse
+/// found well-formed JSON that does not fit `T`.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], how: JsonParse) -> Result<Option<T>, IngestError> {
+    let invalid = |error: serde_json::Error| IngestError::Invalid(format!("json: {error}"));
+    match how {
+        JsonParse::Typed => match serde_json::from_slice(body) {
+            Ok(request) => Ok(Some(request)),
+            Err(error) if error.is_data() => Ok(None),
+            Err(error) => Err(invalid(error)),
+        },
+        JsonParse::FillingOmittedLists => {
+            let mut json: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+            fill_omitted_value_lists(&mut json);
+            serde_json::from_value(json).map(Some).map_err(invalid)
+        }
+    }
+}
+
 /// Protobuf JSON lets an encoder omit an empty repeated field, and SDKs do send an empty
 /// array as `{"arrayValue": {}}`; `opentelemetry-proto`'s serde types require `values` there,
 /// so it is filled in before they see the document.
@@ -222,17 +263,31 @@ fn fill_omitted_value_lists(json: &mut serde_json::Value) {
     }
 }
 
+/// Which rows of a table hold their resource's attributes.
+#[derive(Clone, Copy)]
+enum ResourceRows {
+    /// The first of each resource's rows in a batch (spans, log records).
+    First,
+    /// Every row (metric data points).
+    Every,
+}
+
 /// Bytes that the items under one resource repeat from it and from their scope, given each
 /// scope and its item count (see [`Export::arrow_bytes_estimate`]). The encoded sizes stand
 /// for the rendered ones.
 fn repeated_bytes<'a>(
     resource: Option<&wire::Resource>,
+    rows: ResourceRows,
     scopes: impl Iterator<Item = (Option<&'a wire::InstrumentationScope>, usize)>,
 ) -> usize {
     let resource_len = resource.map_or(0, |r| r.encoded_len());
+    let (once, per_item) = match rows {
+        ResourceRows::First => (resource_len, 0),
+        ResourceRows::Every => (0, resource_len),
+    };
     scopes
-        .map(|(scope, items)| (resource_len + scope.map_or(0, |s| s.encoded_len())).saturating_mul(items))
-        .fold(0, usize::saturating_add)
+        .map(|(scope, items)| (per_item + scope.map_or(0, |s| s.encoded_len())).saturating_mul(items))
+        .fold(once, usize::saturating_add)
 }
 
 /// The ingest pipeline shared by both transports.
@@ -262,6 +317,35 @@ impl Ingestor {
     pub fn count_failed_request(&self, signal: Signal, reason: &'static str) {
         let labels = SignalReasonLabels { signal: signal.as_str(), reason };
         self.metrics.requests_failed.get_or_create(&labels).inc();
+    }
+
+    /// Decodes an OTLP/JSON body, reserving the memory that parsing it takes first: the
+    /// parsed document takes several times the text. A document that the typed parse
+    /// cannot take as it is gets a second parse that fills in omitted lists, under a larger
+    /// reservation.
+    pub fn decode_json(&self, signal: Signal, body: &[u8]) -> Result<Export, IngestError> {
+        let parse = |how: JsonParse| {
+            let _parsing = self.reserve_for_decoding(signal, how.memory_estimate(body.len()))?;
+            Export::decode_json(signal, body, how)
+        };
+        match parse(JsonParse::Typed)? {
+            Some(export) => Ok(export),
+            None => parse(JsonParse::FillingOmittedLists)?
+                .ok_or_else(|| IngestError::Invalid("json: not an OTLP export request".to_owned())),
+        }
+    }
+
+    /// Reserves `estimate` bytes for decoding a request: refused like a request's rows
+    /// ([`Self::export`]), and counted as a failed request since its items are not known yet.
+    fn reserve_for_decoding(&self, signal: Signal, estimate: usize) -> Result<Admission<'_>, IngestError> {
+        let limit = self.limits.memory_limit_bytes;
+        if estimate > limit {
+            return Err(IngestError::OverMemoryLimit { estimate, limit });
+        }
+        self.store.admit(estimate).map_err(|refusal| {
+            self.count_failed_request(signal, refusal.as_str());
+            IngestError::Refused(refusal)
+        })
     }
 
     /// Stores the valid items of `export` and returns what was rejected as invalid (for the
@@ -340,5 +424,31 @@ impl Ingestor {
     fn count_refused(&self, signal: Signal, reason: &'static str, items: u64) {
         let labels = SignalReasonLabels { signal: signal.as_str(), reason };
         self.metrics.items_refused.get_or_create(&labels).inc_by(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::test_data::{attribute, request_with, span, string};
+
+    /// A pod's resource (labels, annotations) over a request of spans: the spans hold its
+    /// attributes once, so the reservation must not count them once per span, yet must
+    /// still cover what the rows take.
+    #[test]
+    fn the_memory_estimate_of_spans_counts_their_resource_once() {
+        let mut request = request_with((0..2000).map(|n| span(n, 1_700_000_000_000_000_000 + n)).collect());
+        let resource = request.resource_spans[0].resource.as_mut().expect("a resource");
+        resource.attributes.extend((0..64).map(|n| attribute(&format!("k8s.pod.label.{n}"), string(&"v".repeat(60)))));
+        let export = Export::decode_protobuf(Signal::Traces, Bytes::from(request.encode_to_vec())).expect("decodes");
+
+        let estimate = export.arrow_bytes_estimate();
+        let batches = export.to_batches(&mut Rejections::default()).expect("converts");
+        let rows: usize = batches.iter().map(|(_, batch)| batch.get_array_memory_size()).sum();
+        assert!(rows <= estimate, "the rows take {rows} bytes, more than the {estimate} reserved");
+        let protobuf = export.protobuf.len();
+        assert!(estimate < 4 * protobuf, "{estimate} bytes reserved for a request of {protobuf}");
     }
 }

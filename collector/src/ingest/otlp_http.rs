@@ -49,19 +49,33 @@ pub fn router(ingestor: Arc<Ingestor>) -> Router {
         .route("/v1/traces", post(|s, h, b| export(s, h, b, Signal::Traces)))
         .route("/v1/metrics", post(|s, h, b| export(s, h, b, Signal::Metrics)))
         .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)));
-    with_body_limit(routes, body_limit).with_state(ingestor)
+    with_body_limit(routes, body_limit, refuse).with_state(ingestor)
+}
+
+/// The body cap's refusals, as OTLP/HTTP error bodies in the request's format.
+fn refuse(headers: &HeaderMap, status: StatusCode, message: String) -> Response {
+    error_response(request_format(headers).unwrap_or(Format::Json), status, message, None)
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// The format a request's Content-Type names, if OTLP/HTTP has it.
+fn request_format(headers: &HeaderMap) -> Option<Format> {
+    // Media types are case-insensitive (RFC 9110, section 8.3.1).
+    match content_type(headers).split(';').next().unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+        PROTOBUF | "application/protobuf" => Some(Format::Protobuf),
+        JSON => Some(Format::Json),
+        _ => None,
+    }
 }
 
 async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes, signal: Signal) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let format = match content_type.split(';').next().map(str::trim) {
-        Some(PROTOBUF) | Some("application/protobuf") => Format::Protobuf,
-        Some(JSON) => Format::Json,
-        _ => {
-            ingestor.count_failed_request(signal, "unsupported_media_type");
-            let message = format!("unsupported content type {content_type:?}; use {PROTOBUF} or {JSON}");
-            return error_response(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, message, None);
-        }
+    let Some(format) = request_format(&headers) else {
+        ingestor.count_failed_request(signal, "unsupported_media_type");
+        let message = format!("unsupported content type {:?}; use {PROTOBUF} or {JSON}", content_type(&headers));
+        return error_response(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, message, None);
     };
     let encoding_header = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     let Some(encoding) = Encoding::parse(encoding_header) else {
@@ -74,7 +88,7 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
         let body = decompress(encoding, body, ingestor.limits().max_request_bytes)?;
         let export = match format {
             Format::Protobuf => Export::decode_protobuf(signal, body)?,
-            Format::Json => Export::decode_json(signal, &body)?,
+            Format::Json => ingestor.decode_json(signal, &body)?,
         };
         ingestor.export(export).await
     }

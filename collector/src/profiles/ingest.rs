@@ -24,7 +24,7 @@ use super::model::{Dedup, Rows, to_rows};
 use super::pprof::{DecodeLimits, decode};
 use super::series::SeriesName;
 use crate::config::{Limits, ProfilesConfig};
-use crate::ingest::body_limit::with_body_limit;
+use crate::ingest::body_limit::{refuse_as_text, with_body_limit};
 use crate::schema::{UploadInfo, profile_rows_to_batches};
 use crate::store::{NANOS_PER_HOUR, PreparedWrite, Refusal, Store, StoreError};
 use crate::telemetry::{SelfMetrics, SignalLabels, SignalReasonLabels};
@@ -320,7 +320,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// The `/ingest` route.
 pub fn router(ingestor: Arc<ProfileIngestor>) -> Router {
     let body_limit = ingestor.limits.max_request_bytes;
-    with_body_limit(Router::new().route("/ingest", post(ingest)), body_limit).with_state(ingestor)
+    with_body_limit(Router::new().route("/ingest", post(ingest)), body_limit, refuse_as_text).with_state(ingestor)
 }
 
 async fn ingest(

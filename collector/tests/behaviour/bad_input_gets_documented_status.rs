@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshlight_collector::ingest::wire;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -31,7 +37,7 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
     let cases: Vec<Case<'_>> = vec![
         ("no content type", None, None, valid.clone(), 415),
         ("text/plain", Some("text/plain"), None, valid.clone(), 415),
-        ("unknown encoding", PROTOBUF, Some("br"), valid, 415),
+        ("unknown encoding", PROTOBUF, Some("br"), valid.clone(), 415),
         ("garbage protobuf", PROTOBUF, None, b"\xff\xff\xff\xff garbage".to_vec(), 400),
         ("a malformed span after valid ones", PROTOBUF, None, malformed_span, 400),
         ("garbage json", JSON, None, b"{\"resourceSpans\": [".to_vec(), 400),
@@ -52,6 +58,11 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
     let reply = post_chunked(&endpoint, "/v1/traces", PROTOBUF, &vec![0u8; 8 << 20]);
     assert_eq!(reply.status, 413, "chunked, well over the cap: {}", String::from_utf8_lossy(&reply.body));
     assert!(String::from_utf8_lossy(&reply.body).contains("max_request_bytes"));
+    // The cap answers as OTLP/HTTP does: a google.rpc.Status in the request's format.
+    let reply = post(&endpoint, "/v1/traces", JSON, None, &vec![b' '; (1 << 20) + 1]);
+    assert_eq!(reply.status, 413);
+    let status: serde_json::Value = serde_json::from_slice(&reply.body).expect("a JSON google.rpc.Status");
+    assert_eq!(status["code"], 8, "RESOURCE_EXHAUSTED: {status}");
     // A chunked body under the cap reaches the decoder whole.
     let reply = post_chunked(&endpoint, "/v1/traces", PROTOBUF, b"\xff\xff\xff\xff garbage");
     assert_eq!(reply.status, 400, "chunked garbage: {}", String::from_utf8_lossy(&reply.body));
@@ -61,6 +72,10 @@ fn malformed_http_requests_get_4xx_and_nothing_is_stored() {
     assert_eq!(failed, Some(6.0));
     let (status, _) = collector.get("/health").expect("health");
     assert_eq!(status, 200);
+
+    // Media types are case-insensitive.
+    let reply = post(&endpoint, "/v1/traces", Some("Application/X-Protobuf"), None, &valid);
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
 }
 
 #[test]
@@ -124,25 +139,81 @@ fn grpc_messages_that_do_not_decompress_get_internal_and_are_counted() {
 
 #[test]
 fn a_request_whose_rows_can_never_fit_in_memory_is_too_large() {
-    // 300 spans under a resource with a 64 KiB attribute: an 80 KB request whose rows
+    let collector = Collector::start_with(&["--memory-limit-bytes", "16777216", "--max-request-bytes", "8388608"]);
+    // 300 data points under a resource with a 64 KiB attribute: an 80 KB request whose rows
     // repeat the attribute, about 20 MB, over the 16 MiB limit however empty memory is.
-    let collector = Collector::start_with(&["--memory-limit-bytes", "16777216", "--max-request-bytes", "1048576"]);
-    let mut request = spans("expanding", 0, 300, now_nanos());
-    let resource = request.resource_spans[0].resource.as_mut().expect("a resource");
-    resource.attributes.push(attribute("k8s.pod.labels", &"x".repeat(64 << 10)));
-    assert!(request.encoded_len() < 100_000);
-
-    let reply = post_traces(&collector.http_endpoint(), &request);
+    let labels = attribute("k8s.pod.labels", &"x".repeat(64 << 10));
+    let points = gauge_points(300, labels.clone());
+    assert!(points.encoded_len() < 100_000);
+    let reply = post(&collector.http_endpoint(), "/v1/metrics", PROTOBUF, None, &points.encode_to_vec());
     assert_eq!(reply.status, 413, "{}", String::from_utf8_lossy(&reply.body));
     assert!(String::from_utf8_lossy(&reply.body).contains("memory limit"));
-    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
-    let status = client.export(request).expect_err("over the memory limit");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
-    // The same spans under a small resource get in.
-    assert_eq!(post_traces(&collector.http_endpoint(), &spans("expanding", 1, 300, now_nanos())).status, 200);
+    // Spans hold their resource's attributes once: the same resource over 300 spans gets in.
+    let mut request = spans("expanding", 0, 300, now_nanos());
+    request.resource_spans[0].resource.as_mut().expect("a resource").attributes.push(labels);
+    assert_eq!(post_traces(&collector.http_endpoint(), &request).status, 200);
     let stored = collector.sql("SELECT count(*) AS n FROM otel_traces");
     assert_eq!(stored.single_value().as_u64(), Some(300));
+
+    // Spans whose rows alone take more than the limit, over gRPC.
+    let many = spans("expanding", 1, 90_000, now_nanos());
+    assert!(many.encoded_len() < 8 << 20);
+    let mut client = GrpcClient::connect(&collector.grpc_endpoint());
+    let status = client.export(many).expect_err("over the memory limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+/// A gauge of `count` data points under a resource with `resource_attribute`.
+fn gauge_points(count: u64, resource_attribute: KeyValue) -> ExportMetricsServiceRequest {
+    let data_points = (0..count)
+        .map(|n| NumberDataPoint { time_unix_nano: now_nanos() + n, value: Some(Value::AsDouble(n as f64)), ..Default::default() })
+        .collect();
+    let gauge = Metric { name: "expanding".to_owned(), data: Some(Data::Gauge(Gauge { data_points })), ..Default::default() };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource { attributes: vec![resource_attribute], ..Default::default() }),
+            scope_metrics: vec![ScopeMetrics { metrics: vec![gauge], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Parsing JSON takes several times the body's memory, reserved before the parse: under an
+/// 8 MiB limit a 3 MB body cannot be parsed, where its rows alone would fit.
+#[test]
+fn a_json_body_reserves_the_memory_of_its_parse() {
+    let collector = Collector::start_with(&[
+        "--memory-limit-bytes", "8388608",
+        "--max-request-bytes", "4194304",
+        "--flush-bytes", "4194304",
+    ]);
+    let span = |n: u64| {
+        serde_json::json!({
+            "traceId": format!("{:032x}", n + 1), "spanId": format!("{:016x}", n + 1), "name": "parse",
+            "startTimeUnixNano": now_nanos().to_string(), "endTimeUnixNano": (now_nanos() + 1).to_string(),
+            "attributes": [{"key": "payload", "value": {"stringValue": "x".repeat(200)}}],
+        })
+    };
+    let request = |spans: Vec<serde_json::Value>| {
+        let resource = serde_json::json!({"attributes": [{"key": "service.name", "value": {"stringValue": "json"}}]});
+        serde_json::to_vec(&serde_json::json!({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}))
+            .expect("serializes")
+    };
+    let big = request((0..7_000).map(span).collect());
+    assert!((2_500_000..4 << 20).contains(&big.len()), "{} bytes", big.len());
+    let reply = post(&collector.http_endpoint(), "/v1/traces", JSON, None, &big);
+    assert_eq!(reply.status, 413, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(String::from_utf8_lossy(&reply.body).contains("memory limit"));
+
+    // An SDK may omit an empty array's values; such a document gets a second parse that
+    // fills them in.
+    let mut with_empty_array = span(0);
+    with_empty_array["attributes"] = serde_json::json!([{"key": "empty", "value": {"arrayValue": {}}}]);
+    let reply = post(&collector.http_endpoint(), "/v1/traces", JSON, None, &request(vec![with_empty_array]));
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let stored = collector.sql("SELECT \"SpanAttributes\"['empty'] AS empty FROM otel_traces");
+    assert_eq!(stored.single_value().as_str(), Some("[]"));
 }
 
 #[test]
