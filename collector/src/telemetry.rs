@@ -59,6 +59,9 @@ pub struct SelfMetrics {
     pub pressure_flushes: Counter,
     pub compaction_seconds: Histogram,
     pub compactions: Counter,
+    /// Rows written by compactions per table: divided by the rows ingested, how many times
+    /// compaction rewrote each row.
+    pub compacted_rows: Family<TableLabels, Counter>,
     pub retention_deleted_files: Counter,
     pub parquet_bytes: Family<TableLabels, Gauge>,
     pub parquet_files: Family<TableLabels, Gauge>,
@@ -92,6 +95,7 @@ impl Default for SelfMetrics {
             pressure_flushes: Counter::default(),
             compaction_seconds: Histogram::new(duration_buckets()),
             compactions: Counter::default(),
+            compacted_rows: Family::default(),
             retention_deleted_files: Counter::default(),
             parquet_bytes: Family::default(),
             parquet_files: Family::default(),
@@ -116,6 +120,7 @@ impl Default for SelfMetrics {
         registry.register("pressure_flushes", "Flushes started early because ingest was refused for memory", m.pressure_flushes.clone());
         registry.register("compaction_seconds", "Duration of compactions", m.compaction_seconds.clone());
         registry.register("compactions", "Compactions completed", m.compactions.clone());
+        registry.register("compacted_rows", "Rows written by compactions per table", m.compacted_rows.clone());
         registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());
         registry.register("parquet_bytes", "Bytes of Parquet files per table", m.parquet_bytes.clone());
         registry.register("parquet_files", "Parquet files per table", m.parquet_files.clone());

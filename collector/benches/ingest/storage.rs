@@ -52,6 +52,8 @@ struct SteadyState {
     /// Collector CPU per acknowledged span, from the start of the load to the end of the
     /// flush and compaction of all of it into the hour's final file.
     cpu_per_span_to_final_file: Duration,
+    /// Rows compaction wrote on the way to the final file, per acknowledged span.
+    rewrites_per_span: f64,
 }
 
 pub(crate) async fn measure() -> anyhow::Result<StorageResult> {
@@ -120,6 +122,7 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     api.post("/api/v1/admin/flush").await?;
     api.post("/api/v1/admin/compact").await?;
     let cpu_to_final_file = collector.cpu_time()?.saturating_sub(cpu_before);
+    let compacted_rows = api.metric("meshlight_compacted_rows_total{table=\"otel_traces\"}").await?;
     collector.stop()?;
     let mut cpu_share_by_thread: Vec<(String, f64)> = threads
         .into_iter()
@@ -137,6 +140,7 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
         cpu_share_by_thread,
         cpu_per_span_to_final_file: cpu_to_final_file.div_f64(report.spans_acknowledged.max(1) as f64),
+        rewrites_per_span: compacted_rows / report.spans_acknowledged.max(1) as f64,
     })
 }
 
@@ -290,6 +294,7 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     let to_final_file = steady.cpu_per_span_to_final_file.as_secs_f64();
     println!("{:<44} {:>14.2}", "ingest to final file: CPU µs per span", to_final_file * 1e6);
     println!("{:<44} {:>13.1}%", "  as a share of one core at 10 000 spans/s", to_final_file * STEADY_RATE * 100.0);
+    println!("{:<44} {:>14.2}", "  compaction rewrites per span", steady.rewrites_per_span);
     println!("{:<44} {:>14.0}", "sustained saturation: acknowledged spans/s", result.sustained_saturation);
     println!("{:<44} {:>14.0}", "half saturation: background spans/s", result.sustained_saturation / 2.0);
     println!("{:<44} {:>14}", "ingest-to-queryable probes", result.probes);
@@ -302,7 +307,8 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     );
     println!(
         "ingest to final file: collector utime+stime from the start of the steady load to the end of the flush and \
-         compaction of every hour it sent into its final file, per acknowledged span"
+         compaction of every hour it sent into its final file, per acknowledged span; rewrites: \
+         meshlight_compacted_rows_total of otel_traces per acknowledged span"
     );
     println!("ingest-to-queryable: from the start of a one-span export to the first SQL count that includes it");
 }

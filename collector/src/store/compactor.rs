@@ -24,10 +24,11 @@ use tokio::sync::oneshot;
 
 use super::catalog::{FileMeta, NANOS_PER_HOUR};
 use super::commit::Commit;
-use super::parquet::{merge_sorted_files, new_id};
+use super::parquet::{Merged, merge_sorted_files, new_id};
 use super::{Shared, StoreError};
 use crate::config::StorageConfig;
 use crate::schema::Table;
+use crate::telemetry::TableLabels;
 
 /// Files of one tier differ in size by at most this factor.
 const TIER_RATIO: u64 = 2;
@@ -136,7 +137,8 @@ impl Compactor<'_> {
         let started = Instant::now();
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
         let resources = self.shared.read().resources.clone();
-        let merged = merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?;
+        let Merged { file: merged, rows } =
+            merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?;
         let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
         let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
         {
@@ -147,6 +149,7 @@ impl Compactor<'_> {
         }
         self.defer_delete(commit, record);
         self.shared.metrics.compactions.inc();
+        self.shared.metrics.compacted_rows.get_or_create(&TableLabels { table: table.name() }).inc_by(rows);
         self.shared.metrics.compaction_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(table = table.name(), hour, files = removed.len(), "compacted");
         Ok(())

@@ -415,7 +415,7 @@ pub(crate) fn merge_sorted_files(
     inputs: &[PathBuf],
     config: &StorageConfig,
     resources: &ResourceCatalog,
-) -> Result<FileMeta, StoreError> {
+) -> Result<Merged, StoreError> {
     let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
     let mut merge = SortedMerge::open(table, inputs, COMPACTION_READ_ROWS, COMPACTION_BATCH_ROWS)?;
     // Trace ids per row group are at most the row group's rows: an upper bound that keeps
@@ -423,8 +423,17 @@ pub(crate) fn merge_sorted_files(
     let trace_ids = config.row_group_rows as u64;
     let plain = PlainColumns::Listed(merge.plain_columns().to_vec());
     let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Compacted, trace_ids, plain, resources };
-    let bytes = write_file(&file, config, std::iter::from_fn(|| merge.next_batch().transpose()))?;
-    Ok(FileMeta { path, table, hour, bytes })
+    let mut rows = 0;
+    let batches = std::iter::from_fn(|| merge.next_batch().transpose())
+        .inspect(|batch| rows += batch.as_ref().map_or(0, RecordBatch::num_rows) as u64);
+    let bytes = write_file(&file, config, batches)?;
+    Ok(Merged { file: FileMeta { path, table, hour, bytes }, rows })
+}
+
+/// The file a merge wrote, and its rows.
+pub(crate) struct Merged {
+    pub(crate) file: FileMeta,
+    pub(crate) rows: u64,
 }
 
 #[cfg(test)]
@@ -599,7 +608,8 @@ mod tests {
             })
             .collect();
         let merged = merge_sorted_files(dir.path(), Table::Traces, 0, &inputs, &StorageConfig::default(), &ResourceCatalog::default()).expect("merged");
-        let metadata = read_metadata(&tmp_path(&merged.path));
+        assert_eq!(merged.rows, 400);
+        let metadata = read_metadata(&tmp_path(&merged.file.path));
         let row_group = metadata.row_group(0);
         assert!(!is_dictionary_encoded(row_group, "TraceId"));
         assert!(is_dictionary_encoded(row_group, "SpanAttributes.entries.values"));
