@@ -26,6 +26,15 @@ pub struct TableLabels {
     pub table: &'static str,
 }
 
+/// Labels of the rows compaction writes: per table, and whether a merge re-encoded them or a
+/// concatenation copied them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompactionLabels {
+    pub table: &'static str,
+    /// `merge` or `concatenation`.
+    pub method: &'static str,
+}
+
 /// Labels of the in-memory catalogs' gauges.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CatalogLabels {
@@ -59,9 +68,9 @@ pub struct SelfMetrics {
     pub pressure_flushes: Counter,
     pub compaction_seconds: Histogram,
     pub compactions: Counter,
-    /// Rows written by compactions per table: divided by the rows ingested, how many times
-    /// compaction rewrote each row.
-    pub compacted_rows: Family<TableLabels, Counter>,
+    /// Rows written by compactions: divided by the rows ingested, how many times compaction
+    /// rewrote (merged) or copied (concatenated) each row.
+    pub compacted_rows: Family<CompactionLabels, Counter>,
     pub retention_deleted_files: Counter,
     pub parquet_bytes: Family<TableLabels, Gauge>,
     pub parquet_files: Family<TableLabels, Gauge>,
@@ -120,7 +129,7 @@ impl Default for SelfMetrics {
         registry.register("pressure_flushes", "Flushes started early because ingest was refused for memory", m.pressure_flushes.clone());
         registry.register("compaction_seconds", "Duration of compactions", m.compaction_seconds.clone());
         registry.register("compactions", "Compactions completed", m.compactions.clone());
-        registry.register("compacted_rows", "Rows written by compactions per table", m.compacted_rows.clone());
+        registry.register("compacted_rows", "Rows written by compactions, per table and method (merge or concatenation)", m.compacted_rows.clone());
         registry.register("retention_deleted_files", "Parquet files deleted by retention", m.retention_deleted_files.clone());
         registry.register("parquet_bytes", "Bytes of Parquet files per table", m.parquet_bytes.clone());
         registry.register("parquet_files", "Parquet files per table", m.parquet_files.clone());

@@ -52,8 +52,10 @@ struct SteadyState {
     /// Collector CPU per acknowledged span, from the start of the load to the end of the
     /// flush and compaction of all of it into the hour's final file.
     cpu_per_span_to_final_file: Duration,
-    /// Rows compaction wrote on the way to the final file, per acknowledged span.
-    rewrites_per_span: f64,
+    /// Rows compaction merged on the way to the final file, per acknowledged span.
+    merges_per_span: f64,
+    /// Rows compaction copied by concatenating files, per acknowledged span.
+    copies_per_span: f64,
 }
 
 pub(crate) async fn measure() -> anyhow::Result<StorageResult> {
@@ -122,7 +124,9 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
     api.post("/api/v1/admin/flush").await?;
     api.post("/api/v1/admin/compact").await?;
     let cpu_to_final_file = collector.cpu_time()?.saturating_sub(cpu_before);
-    let compacted_rows = api.metric("meshlight_compacted_rows_total{table=\"otel_traces\"}").await?;
+    let compacted_rows = |method: &str| format!("meshlight_compacted_rows_total{{table=\"otel_traces\",method=\"{method}\"}}");
+    let merged_rows = api.metric_or_zero(&compacted_rows("merge")).await?;
+    let copied_rows = api.metric_or_zero(&compacted_rows("concatenation")).await?;
     collector.stop()?;
     let mut cpu_share_by_thread: Vec<(String, f64)> = threads
         .into_iter()
@@ -140,7 +144,8 @@ async fn steady_state(pool: Arc<RequestPool>) -> anyhow::Result<SteadyState> {
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
         cpu_share_by_thread,
         cpu_per_span_to_final_file: cpu_to_final_file.div_f64(report.spans_acknowledged.max(1) as f64),
-        rewrites_per_span: compacted_rows / report.spans_acknowledged.max(1) as f64,
+        merges_per_span: merged_rows / report.spans_acknowledged.max(1) as f64,
+        copies_per_span: copied_rows / report.spans_acknowledged.max(1) as f64,
     })
 }
 
@@ -266,11 +271,18 @@ impl Api {
         body["rows"][0][0].as_u64().with_context(|| format!("no count in {body}"))
     }
 
+    /// A series that is not on `/metrics` (a counter never incremented) reads 0.
+    async fn metric_or_zero(&self, series: &str) -> anyhow::Result<f64> {
+        Ok(self.find_metric(series).await?.unwrap_or(0.0))
+    }
+
     async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        self.find_metric(series).await?.with_context(|| format!("{series} not on /metrics"))
+    }
+
+    async fn find_metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .with_context(|| format!("{series} not on /metrics"))
+        Ok(text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()))
     }
 }
 
@@ -294,7 +306,8 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     let to_final_file = steady.cpu_per_span_to_final_file.as_secs_f64();
     println!("{:<44} {:>14.2}", "ingest to final file: CPU µs per span", to_final_file * 1e6);
     println!("{:<44} {:>13.1}%", "  as a share of one core at 10 000 spans/s", to_final_file * STEADY_RATE * 100.0);
-    println!("{:<44} {:>14.2}", "  compaction rewrites per span", steady.rewrites_per_span);
+    println!("{:<44} {:>14.2}", "  compaction: merges per span", steady.merges_per_span);
+    println!("{:<44} {:>14.2}", "  compaction: concatenated copies per span", steady.copies_per_span);
     println!("{:<44} {:>14.0}", "sustained saturation: acknowledged spans/s", result.sustained_saturation);
     println!("{:<44} {:>14.0}", "half saturation: background spans/s", result.sustained_saturation / 2.0);
     println!("{:<44} {:>14}", "ingest-to-queryable probes", result.probes);
@@ -307,8 +320,8 @@ pub(crate) fn print_table(cores: usize, result: &StorageResult) {
     );
     println!(
         "ingest to final file: collector utime+stime from the start of the steady load to the end of the flush and \
-         compaction of every hour it sent into its final file, per acknowledged span; rewrites: \
-         meshlight_compacted_rows_total of otel_traces per acknowledged span"
+         compaction of every hour it sent into its final file, per acknowledged span; merges and copies: \
+         meshlight_compacted_rows_total of otel_traces by method, per acknowledged span"
     );
     println!("ingest-to-queryable: from the start of a one-span export to the first SQL count that includes it");
 }

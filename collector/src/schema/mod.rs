@@ -97,6 +97,15 @@ impl Table {
         )
     }
 
+    /// Whether compaction may concatenate the table's compacted files instead of merging
+    /// them (see `store::parquet::concatenate_files`): spans and log records are sorted
+    /// only for compression and pruning, which sorted row groups serve as well. Metric
+    /// files mark each series' first row, and profile files are looked up by their ids,
+    /// so theirs stay merged.
+    pub fn concatenates_compacted_files(self) -> bool {
+        matches!(self, Table::Traces | Table::Logs)
+    }
+
     /// The event-time column: it decides the `date=/hour=` partition and retention.
     pub fn time_column(self) -> &'static str {
         if self.is_metrics() { "TimeUnix" } else { "Timestamp" }

@@ -12,6 +12,10 @@
 //! stays small. Once the hour is over (settled) its files are merged as far as
 //! `compaction_max_input_bytes` allows, smallest first, and a flushed file left alone is
 //! rewritten by itself, since flushed files are not compressed.
+//!
+//! A merge decodes and re-encodes every row. Where every input is a file that compaction
+//! wrote (tier two and up) of a table that allows it, the inputs are concatenated instead:
+//! their row groups are copied as they are (see `parquet::concatenate_files`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,11 +28,11 @@ use tokio::sync::oneshot;
 
 use super::catalog::{FileMeta, NANOS_PER_HOUR};
 use super::commit::Commit;
-use super::parquet::{Merged, merge_sorted_files, new_id};
+use super::parquet::{Merged, concatenate_files, merge_sorted_files, new_id};
 use super::{Shared, StoreError};
 use crate::config::StorageConfig;
 use crate::schema::Table;
-use crate::telemetry::TableLabels;
+use crate::telemetry::CompactionLabels;
 
 /// Files of one tier differ in size by at most this factor.
 const TIER_RATIO: u64 = 2;
@@ -137,8 +141,15 @@ impl Compactor<'_> {
         let started = Instant::now();
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
         let resources = self.shared.read().resources.clone();
-        let Merged { file: merged, rows } =
-            merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?;
+        let concatenated = if table.concatenates_compacted_files() && inputs.iter().all(|file| !file.is_flushed()) {
+            concatenate_files(&settings.data_dir, table, hour, &removed)?
+        } else {
+            None
+        };
+        let (Merged { file: merged, rows }, method) = match concatenated {
+            Some(concatenated) => (concatenated, "concatenation"),
+            None => (merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?, "merge"),
+        };
         let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
         let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
         {
@@ -149,9 +160,9 @@ impl Compactor<'_> {
         }
         self.defer_delete(commit, record);
         self.shared.metrics.compactions.inc();
-        self.shared.metrics.compacted_rows.get_or_create(&TableLabels { table: table.name() }).inc_by(rows);
+        self.shared.metrics.compacted_rows.get_or_create(&CompactionLabels { table: table.name(), method }).inc_by(rows);
         self.shared.metrics.compaction_seconds.observe(started.elapsed().as_secs_f64());
-        tracing::info!(table = table.name(), hour, files = removed.len(), "compacted");
+        tracing::info!(table = table.name(), hour, files = removed.len(), method, "compacted");
         Ok(())
     }
 
@@ -239,6 +250,12 @@ impl Compactor<'_> {
 /// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two
 /// inputs, except that a settled hour's lone flushed file is rewritten to be compressed.
 fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
+    let concatenates = files.first().is_some_and(|file| file.table.concatenates_compacted_files());
+    if settled && concatenates && files.iter().any(|file| file.is_flushed()) {
+        // Flushed files are merged among themselves first, so that the compacted files
+        // are then concatenated rather than merged with them.
+        files.retain(|file| file.is_flushed());
+    }
     files.sort_by_key(|file| file.bytes);
     let candidates = if settled {
         &files[..]
@@ -329,44 +346,57 @@ mod tests {
         }
     }
 
-    /// How many times an hour of flushes is rewritten, per span, by the merges
-    /// `pick_inputs` chooses while the hour is open and then once it is settled. A flushed
-    /// file holds `spans_per_flush` spans, uncompressed; a merge's output holds its inputs'
-    /// spans compressed, at the sizes the mesh data set has.
-    fn rewrites_per_span(flushes: usize, spans_per_flush: u64, config: &StorageConfig) -> f64 {
+    /// How many times an hour of flushes is rewritten (merged) and copied (concatenated),
+    /// per span, by the compactions `pick_inputs` chooses while the hour is open and then
+    /// once it is settled. A flushed file holds `spans_per_flush` spans, uncompressed; a
+    /// compaction's output holds its inputs' spans compressed, at the sizes the mesh data
+    /// set has.
+    fn rewrites_per_span(flushes: usize, spans_per_flush: u64, config: &StorageConfig) -> Written {
         const FLUSHED_BYTES_PER_SPAN: u64 = 116;
         let mut spans_of: HashMap<PathBuf, u64> = HashMap::new();
         let mut files: Vec<Arc<FileMeta>> = Vec::new();
-        let mut rewritten = 0;
+        let mut written = Written::default();
         for flush in 0..flushes {
             let flushed = file(&format!("{flush}.flush.parquet"), spans_per_flush * FLUSHED_BYTES_PER_SPAN);
             spans_of.insert(flushed.path.clone(), spans_per_flush);
             files.push(flushed);
-            rewritten += merge_until_done(&mut files, &mut spans_of, false, config);
+            compact_until_done(&mut files, &mut spans_of, false, config, &mut written);
         }
-        rewritten += merge_until_done(&mut files, &mut spans_of, true, config);
-        rewritten as f64 / (flushes as u64 * spans_per_flush) as f64
+        compact_until_done(&mut files, &mut spans_of, true, config, &mut written);
+        let spans = (flushes as u64 * spans_per_flush) as f64;
+        Written { merged: written.merged / spans, copied: written.copied / spans }
     }
 
-    /// Runs the merges `pick_inputs` chooses until it chooses none; returns the spans they
-    /// rewrote.
-    fn merge_until_done(
+    /// Spans (or spans per span) that compaction merged and copied.
+    #[derive(Debug, Default)]
+    struct Written {
+        merged: f64,
+        copied: f64,
+    }
+
+    /// Runs the compactions `pick_inputs` chooses until it chooses none, adding the spans
+    /// they wrote to `written`.
+    fn compact_until_done(
         files: &mut Vec<Arc<FileMeta>>,
         spans_of: &mut HashMap<PathBuf, u64>,
         settled: bool,
         config: &StorageConfig,
-    ) -> u64 {
+        written: &mut Written,
+    ) {
         // A first merge of 12 flushes of the load generator's mesh spans.
         const COMPACTED_BYTES_PER_SPAN: u64 = 31;
-        let mut rewritten = 0;
         loop {
             let inputs = pick_inputs(files.clone(), settled, config);
             if inputs.is_empty() {
-                return rewritten;
+                return;
             }
             files.retain(|file| !inputs.contains(file));
             let spans: u64 = inputs.iter().map(|input| spans_of[&input.path]).sum();
-            rewritten += spans;
+            if inputs.iter().all(|input| !input.is_flushed()) {
+                written.copied += spans as f64;
+            } else {
+                written.merged += spans as f64;
+            }
             let output = file(&format!("{}.parquet", spans_of.len()), spans * COMPACTED_BYTES_PER_SPAN);
             spans_of.insert(output.path.clone(), spans);
             files.push(output);
@@ -374,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn tiers_and_the_input_cap_bound_the_rewrites_of_an_hour() {
+    fn an_hour_of_spans_is_merged_once_and_then_only_concatenated() {
         // An hour at 10 000 mesh spans/s: a 10 MiB memtable holds about 8500 of them, which
         // flush as 0.95 MB and compact to about 31 bytes each.
         let spans_per_flush = 8500;
@@ -382,11 +412,25 @@ mod tests {
         let narrow = StorageConfig { compaction_min_files: 8, compaction_max_input_bytes: 256 << 20, ..StorageConfig::default() };
         let narrow = rewrites_per_span(flushes, spans_per_flush, &narrow);
         let default = rewrites_per_span(flushes, spans_per_flush, &StorageConfig::default());
-        println!("rewrites per span in an hour of {flushes} flushes: {narrow:.2} (8 files a tier, 256 MB merges), {default:.2} (default)");
-        // log8(4235 flushes) is 4.0, less the part of the top tier an hour does not fill;
-        // the settled hour adds its last merges up to the input cap.
-        assert!((3.0..4.5).contains(&narrow), "{narrow}");
+        println!("per span in an hour of {flushes} flushes: {narrow:?} (8 files a tier, 256 MB merges), {default:?} (default)");
+        // Only flushed files are merged: once each, at the first tier or when the hour is
+        // settled. The tiers above copy: log8(4235 flushes) is 4.0 tiers, the merge one of
+        // them, less the part of the top tier an hour does not fill.
+        assert!((1.0..1.05).contains(&narrow.merged), "{narrow:?}");
+        assert!((2.0..3.5).contains(&narrow.copied), "{narrow:?}");
         // log12(4235) is 3.4, but 64 MB merges stop the climb more than a tier short of it.
-        assert!((1.5..2.5).contains(&default), "{default}");
+        assert!((1.0..1.05).contains(&default.merged), "{default:?}");
+        assert!((0.5..1.5).contains(&default.copied), "{default:?}");
+    }
+
+    #[test]
+    fn a_settled_hour_merges_its_flushed_files_apart_from_its_compacted_ones() {
+        let files = vec![file("a.flush.parquet", 30), file("b.parquet", 10), file("c.flush.parquet", 20), file("d.parquet", 5)];
+        let names = |picked: Vec<Arc<FileMeta>>| picked.iter().map(|file| file.path.display().to_string()).collect::<Vec<_>>();
+        let config = StorageConfig::default();
+        assert_eq!(names(pick_inputs(files.clone(), true, &config)), ["c.flush.parquet", "a.flush.parquet"]);
+        // Metric files are never concatenated, so they gain nothing from the separation.
+        let metrics = files.iter().map(|file| Arc::new(FileMeta { table: Table::MetricsGauge, ..(**file).clone() })).collect();
+        assert_eq!(pick_inputs(metrics, true, &config).len(), 4);
     }
 }

@@ -103,7 +103,7 @@ fn compaction_merges_small_files_and_retention_drops_old_partitions() {
         if files == Some(1.0) { Ok(()) } else { Err(format!("{files:?} files")) }
     });
     assert!(collector.metric_value("meshlight_compactions_total").is_some_and(|n| n >= 1.0));
-    assert_eq!(collector.metric_value("meshlight_compacted_rows_total{table=\"otel_traces\"}"), Some(300.0));
+    assert_eq!(collector.metric_value("meshlight_compacted_rows_total{table=\"otel_traces\",method=\"merge\"}"), Some(300.0));
     assert_eq!(count(&collector), Some(300), "compaction changes no row");
 
     let old = now - 5 * HOUR_NANOS;
