@@ -104,8 +104,8 @@ impl Export {
     /// JSON is parsed with `opentelemetry-proto`'s serde types and re-encoded as protobuf
     /// for the one conversion path: JSON is the slow path and this keeps a single source of
     /// truth for validation and conversion. [`JsonParse::Typed`] answers `Ok(None)` for a
-    /// document that does not fit those types as it is, which
-    /// [`JsonParse::FillingOmittedLists`] may still parse.
+    /// document that omits a list's `values`, which [`JsonParse::FillingOmittedLists`]
+    /// parses.
     pub fn decode_json(signal: Signal, body: &[u8], how: JsonParse) -> Result<Option<Export>, IngestError> {
         use opentelemetry_proto::tonic::collector as otlp;
         let protobuf = match signal {
@@ -228,13 +228,15 @@ const JSON_TYPED_PARSE_FACTOR: usize = 4;
 const JSON_VALUE_PARSE_FACTOR: usize = 20;
 
 /// Parses `body` as `T` the way `how` says; `Ok(None)` if a [`JsonParse::Typed`] parse
-/// found well-formed JSON that does not fit `T`.
+/// found a list without its `values` (see [`fill_omitted_value_lists`]).
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], how: JsonParse) -> Result<Option<T>, IngestError> {
     let invalid = |error: serde_json::Error| IngestError::Invalid(format!("json: {error}"));
     match how {
         JsonParse::Typed => match serde_json::from_slice(body) {
             Ok(request) => Ok(Some(request)),
-            Err(error) if error.is_data() => Ok(None),
+            // The one mismatch the second parse repairs: any other invalid document is
+            // answered at once, not parsed again under a larger reservation.
+            Err(error) if error.is_data() && error.to_string().contains("missing field `values`") => Ok(None),
             Err(error) => Err(invalid(error)),
         },
         JsonParse::FillingOmittedLists => {
@@ -320,9 +322,8 @@ impl Ingestor {
     }
 
     /// Decodes an OTLP/JSON body, reserving the memory that parsing it takes first: the
-    /// parsed document takes several times the text. A document that the typed parse
-    /// cannot take as it is gets a second parse that fills in omitted lists, under a larger
-    /// reservation.
+    /// parsed document takes several times the text. A document that omits a list's
+    /// `values` gets a second parse that fills them in, under a larger reservation.
     pub fn decode_json(&self, signal: Signal, body: &[u8]) -> Result<Export, IngestError> {
         let parse = |how: JsonParse| {
             let _parsing = self.reserve_for_decoding(signal, how.memory_estimate(body.len()))?;
