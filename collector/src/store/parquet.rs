@@ -550,6 +550,20 @@ mod tests {
         write_file(&file, &StorageConfig::default(), std::iter::once(Ok(batch))).expect("written");
     }
 
+    /// Writes each of `batches` as a traces file of `kind` in `dir`, named as its kind is.
+    fn write_inputs(dir: &Path, kind: FileKind, batches: impl IntoIterator<Item = RecordBatch>) -> Vec<PathBuf> {
+        let suffix = match kind {
+            FileKind::Flushed => FLUSHED_SUFFIX,
+            FileKind::Compacted => ".parquet",
+        };
+        let write = |(index, batch)| {
+            let path = dir.join(format!("{index}{suffix}"));
+            write_traces_file(&path, kind, batch);
+            path
+        };
+        batches.into_iter().enumerate().map(write).collect()
+    }
+
     /// A file's metadata, page index included.
     fn read_metadata(path: &Path) -> parquet::file::metadata::ParquetMetaData {
         let options = ReadOptionsBuilder::new().with_page_index().build();
@@ -667,15 +681,7 @@ mod tests {
         fs::create_dir_all(partition_dir(dir.path(), Table::Traces, 0)).expect("partition directory");
         // Both inputs' trace ids are unique, but only one input's attribute values are.
         let batches = [unique_spans(200), crate::test_data::sample_traces_batch(200)];
-        let inputs: Vec<PathBuf> = batches
-            .into_iter()
-            .enumerate()
-            .map(|(index, batch)| {
-                let path = dir.path().join(format!("{index}{FLUSHED_SUFFIX}"));
-                write_traces_file(&path, FileKind::Flushed, batch);
-                path
-            })
-            .collect();
+        let inputs = write_inputs(dir.path(), FileKind::Flushed, batches);
         let merged = merge_sorted_files(dir.path(), Table::Traces, 0, &inputs, &StorageConfig::default(), &ResourceCatalog::default()).expect("merged");
         assert_eq!(merged.rows, 400);
         let metadata = read_metadata(&tmp_path(&merged.file.path));
@@ -703,15 +709,7 @@ mod tests {
     fn a_concatenation_keeps_every_row_and_each_row_groups_page_index_and_bloom_filter() {
         let dir = tempfile::tempdir().expect("temporary directory");
         fs::create_dir_all(partition_dir(dir.path(), Table::Traces, 0)).expect("partition directory");
-        let inputs: Vec<PathBuf> = [crate::test_data::sample_traces_batch(300), unique_spans(200)]
-            .into_iter()
-            .enumerate()
-            .map(|(index, batch)| {
-                let path = dir.path().join(format!("{index}.parquet"));
-                write_traces_file(&path, FileKind::Compacted, batch);
-                path
-            })
-            .collect();
+        let inputs = write_inputs(dir.path(), FileKind::Compacted, [crate::test_data::sample_traces_batch(300), unique_spans(200)]);
 
         let concatenated = concatenate_files(dir.path(), Table::Traces, 0, &inputs).expect("concatenated").expect("current schema");
         assert_eq!(concatenated.rows, 500);
