@@ -339,14 +339,18 @@ impl Ingestor {
     /// Reserves `estimate` bytes for decoding a request: refused like a request's rows
     /// ([`Self::export`]), and counted as a failed request since its items are not known yet.
     fn reserve_for_decoding(&self, signal: Signal, estimate: usize) -> Result<Admission<'_>, IngestError> {
-        let limit = self.limits.memory_limit_bytes;
-        if estimate > limit {
-            return Err(IngestError::OverMemoryLimit { estimate, limit });
-        }
+        self.check_could_ever_fit(estimate)?;
         self.store.admit(estimate).map_err(|refusal| {
             self.count_failed_request(signal, refusal.as_str());
             IngestError::Refused(refusal)
         })
+    }
+
+    /// `OverMemoryLimit` if `estimate` bytes are more than the memory limit: no retry can
+    /// get them admitted.
+    fn check_could_ever_fit(&self, estimate: usize) -> Result<(), IngestError> {
+        let limit = self.limits.memory_limit_bytes;
+        if estimate > limit { Err(IngestError::OverMemoryLimit { estimate, limit }) } else { Ok(()) }
     }
 
     /// Stores the valid items of `export` and returns what was rejected as invalid (for the
@@ -354,10 +358,7 @@ impl Ingestor {
     pub async fn export(&self, export: Export) -> Result<Rejections, IngestError> {
         let signal = export.signal();
         let estimate = export.arrow_bytes_estimate();
-        let limit = self.limits.memory_limit_bytes;
-        if estimate > limit {
-            return Err(IngestError::OverMemoryLimit { estimate, limit });
-        }
+        self.check_could_ever_fit(estimate)?;
         let encoded_len = export.protobuf.len();
         let items = export.item_count();
         let labels = SignalLabels { signal: signal.as_str() };

@@ -140,7 +140,6 @@ impl Compactor<'_> {
         let settings = &self.shared.settings;
         let started = Instant::now();
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
-        let resources = self.shared.read().resources.clone();
         let concatenated = if table.concatenates_compacted_files() && inputs.iter().all(|file| !file.is_flushed()) {
             concatenate_files(&settings.data_dir, table, hour, &removed)?
         } else {
@@ -148,7 +147,10 @@ impl Compactor<'_> {
         };
         let (Merged { file: merged, rows }, method) = match concatenated {
             Some(concatenated) => (concatenated, "concatenation"),
-            None => (merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?, "merge"),
+            None => {
+                let resources = self.shared.read().resources.clone();
+                (merge_sorted_files(&settings.data_dir, table, hour, &removed, &settings.storage, &resources)?, "merge")
+            }
         };
         let commit = Commit { add: vec![merged.path.clone()], remove: removed.clone(), wal_through: None };
         let record = commit.apply(&settings.data_dir, &new_id()).map_err(StoreError::io("commit compaction"))?;
