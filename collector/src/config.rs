@@ -130,10 +130,11 @@ pub struct StorageConfig {
     /// to write (a writer holds the compressed row group it is writing); larger ones
     /// compress a little better.
     pub row_group_rows: usize,
-    /// zstd level of compacted Parquet files (1–22). Flushed files are written uncompressed
-    /// for speed; compaction rewrites them at this level. Pages are small (4096 rows of a
-    /// column), so higher levels find little more to remove: merging flushed mesh spans at
-    /// level 3 took about 10 % more CPU than at 1 for 0.7 % smaller files.
+    /// zstd level of Parquet files (1–22): of every flush of spans and log records, and of
+    /// every merge. Flushes of metrics and profiles are written uncompressed, since
+    /// compaction merges them soon. Pages are small (4096 rows of a column), so higher
+    /// levels find little more to remove: merging flushed mesh spans at level 3 took about
+    /// 10 % more CPU than at 1 for 0.7 % smaller files.
     pub zstd_level: i32,
     /// While an hour is open, compact once it has this many files of similar size (a
     /// tier); more means fewer rewrites of each byte, but more files for queries to open

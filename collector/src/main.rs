@@ -102,7 +102,7 @@ struct ServeArgs {
     /// storage.row_group_rows: most rows per Parquet row group [default: 32768].
     #[arg(long)]
     row_group_rows: Option<usize>,
-    /// storage.zstd_level: zstd level of compacted Parquet files, 1–22 [default: 1].
+    /// storage.zstd_level: zstd level of Parquet files (flushes of metrics and profiles are uncompressed), 1–22 [default: 1].
     #[arg(long)]
     zstd_level: Option<i32>,
     /// storage.compaction_min_files: files of similar size in an open hour that trigger compaction [default: 12].

@@ -97,12 +97,13 @@ impl Table {
         )
     }
 
-    /// Whether compaction may concatenate the table's compacted files instead of merging
-    /// them (see `store::parquet::concatenate_files`): spans and log records are sorted
-    /// only for compression and pruning, which sorted row groups serve as well. Metric
-    /// files mark each series' first row, and profile files are looked up by their ids,
-    /// so theirs stay merged.
-    pub fn concatenates_compacted_files(self) -> bool {
+    /// Whether a flush writes the table's files as compaction would (compressed) and
+    /// compaction then only concatenates them (see `store::parquet::concatenate_files`):
+    /// spans and log records are sorted only for compression and pruning, which each
+    /// flush's sorted row groups serve as well. Metric files mark each series' first row,
+    /// and profile files are looked up by their ids, so theirs are flushed uncompressed and
+    /// merged.
+    pub fn flushes_final_files(self) -> bool {
         matches!(self, Table::Traces | Table::Logs)
     }
 
@@ -112,11 +113,19 @@ impl Table {
     }
 
     /// Sort order inside a Parquet file, chosen so that similar rows sit together and
-    /// compress well (and so that time-range scans within a series are contiguous).
+    /// compress well (and so that time-range scans within a series are contiguous). Rows
+    /// that tie keep the order they arrived in.
+    ///
+    /// Spans and log records end with their group, not with their time: arrival order is
+    /// nearly time order, so pages of one operation still cover narrow time ranges and
+    /// compress as well (31.9 bytes a mesh span against 31.7), while a flush copies each
+    /// group's rows in runs instead of one by one from wherever they sit. Sorting to the
+    /// nanosecond cost flushes of the spec shape, one operation of random start times,
+    /// about a third of their time.
     pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Traces => &["ServiceName", "SpanName", "Timestamp"],
-            Table::Logs => &["ServiceName", "SeverityText", "Timestamp"],
+            Table::Traces => &["ServiceName", "SpanName"],
+            Table::Logs => &["ServiceName", "SeverityText"],
             Table::ProfileSamples => &["ServiceName", "SampleType", "StackId", "Timestamp"],
             Table::ProfileStacks => &["StackId"],
             Table::ProfileLocations => &["LocationId"],

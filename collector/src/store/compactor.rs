@@ -1,21 +1,23 @@
-//! The compaction thread: merges small files as flushes create them, applies retention, and
-//! deletes replaced files after a grace period.
+//! The compaction thread: joins small files into larger ones as flushes create them, applies
+//! retention, and deletes replaced files after a grace period.
 //!
 //! It runs beside the flush thread, never in front of it: a merge can take seconds, and a
 //! flush waiting behind one would let the memtable grow until ingest is refused. Once the
-//! store is stopping it starts no merge, so a shutdown waits for one merge at most.
+//! store is stopping it starts no compaction, so a shutdown waits for one at most.
 //!
-//! While an hour is open, compaction is size-tiered: a merge takes at least
+//! While an hour is open, compaction is size-tiered: a compaction takes at least
 //! `compaction_min_files` files of similar size (within [`TIER_RATIO`] of the smallest), so
 //! each byte is rewritten about log(files per hour) / log(`compaction_min_files`) times (less
-//! when `compaction_max_input_bytes` stops the climb through the tiers) and every merge
-//! stays small. Once the hour is over (settled) its files are merged as far as
+//! when `compaction_max_input_bytes` stops the climb through the tiers) and every compaction
+//! stays small. Once the hour is over (settled) its files are compacted as far as
 //! `compaction_max_input_bytes` allows, smallest first, and a flushed file left alone is
 //! rewritten by itself, since flushed files are not compressed.
 //!
-//! A merge decodes and re-encodes every row. Where every input is a file that compaction
-//! wrote (tier two and up) of a table that allows it, the inputs are concatenated instead:
-//! their row groups are copied as they are (see `parquet::concatenate_files`).
+//! A merge decodes and re-encodes every row. Spans and log records are never merged: their
+//! flushes write final, compressed files (`Table::flushes_final_files`), whose row groups
+//! compaction copies as they are into one file (see `parquet::concatenate_files`). Only an
+//! input written under an older schema, or flushed uncompressed by an older version, makes
+//! such a compaction a merge.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -140,7 +142,7 @@ impl Compactor<'_> {
         let settings = &self.shared.settings;
         let started = Instant::now();
         let removed: Vec<PathBuf> = inputs.iter().map(|file| file.path.clone()).collect();
-        let concatenated = if table.concatenates_compacted_files() && inputs.iter().all(|file| !file.is_flushed()) {
+        let concatenated = if table.flushes_final_files() && inputs.iter().all(|file| !file.is_flushed()) {
             concatenate_files(&settings.data_dir, table, hour, &removed)?
         } else {
             None
@@ -252,12 +254,6 @@ impl Compactor<'_> {
 /// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two
 /// inputs, except that a settled hour's lone flushed file is rewritten to be compressed.
 fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
-    let concatenates = files.first().is_some_and(|file| file.table.concatenates_compacted_files());
-    if settled && concatenates && files.iter().any(|file| file.is_flushed()) {
-        // Flushed files are merged among themselves first, so that the compacted files
-        // are then concatenated rather than merged with them.
-        files.retain(|file| file.is_flushed());
-    }
     files.sort_by_key(|file| file.bytes);
     let candidates = if settled {
         &files[..]
@@ -348,91 +344,62 @@ mod tests {
         }
     }
 
-    /// How many times an hour of flushes is rewritten (merged) and copied (concatenated),
-    /// per span, by the compactions `pick_inputs` chooses while the hour is open and then
-    /// once it is settled. A flushed file holds `spans_per_flush` spans, uncompressed; a
-    /// compaction's output holds its inputs' spans compressed, at the sizes the mesh data
-    /// set has.
-    fn rewrites_per_span(flushes: usize, spans_per_flush: u64, config: &StorageConfig) -> Written {
-        const FLUSHED_BYTES_PER_SPAN: u64 = 116;
+    /// How many times compaction copies (concatenates) each span of an hour of flushes of
+    /// `spans_per_flush` spans, by the compactions `pick_inputs` chooses while the hour is
+    /// open and then once it is settled. Flushes of spans are final files at the size the
+    /// mesh data set has; a concatenation's output is its inputs' bytes.
+    fn copies_per_span(flushes: usize, spans_per_flush: u64, config: &StorageConfig) -> f64 {
+        const FLUSHED_BYTES_PER_SPAN: u64 = 32;
         let mut spans_of: HashMap<PathBuf, u64> = HashMap::new();
         let mut files: Vec<Arc<FileMeta>> = Vec::new();
-        let mut written = Written::default();
+        let mut copied = 0;
         for flush in 0..flushes {
-            let flushed = file(&format!("{flush}.flush.parquet"), spans_per_flush * FLUSHED_BYTES_PER_SPAN);
+            let flushed = file(&format!("flush-{flush}.parquet"), spans_per_flush * FLUSHED_BYTES_PER_SPAN);
             spans_of.insert(flushed.path.clone(), spans_per_flush);
             files.push(flushed);
-            compact_until_done(&mut files, &mut spans_of, false, config, &mut written);
+            copied += compact_until_done(&mut files, &mut spans_of, false, config);
         }
-        compact_until_done(&mut files, &mut spans_of, true, config, &mut written);
-        let spans = (flushes as u64 * spans_per_flush) as f64;
-        Written { merged: written.merged / spans, copied: written.copied / spans }
+        copied += compact_until_done(&mut files, &mut spans_of, true, config);
+        copied as f64 / (flushes as u64 * spans_per_flush) as f64
     }
 
-    /// Spans (or spans per span) that compaction merged and copied.
-    #[derive(Debug, Default)]
-    struct Written {
-        merged: f64,
-        copied: f64,
-    }
-
-    /// Runs the compactions `pick_inputs` chooses until it chooses none, adding the spans
-    /// they wrote to `written`.
+    /// Runs the compactions `pick_inputs` chooses until it chooses none; returns the spans
+    /// they copied.
     fn compact_until_done(
         files: &mut Vec<Arc<FileMeta>>,
         spans_of: &mut HashMap<PathBuf, u64>,
         settled: bool,
         config: &StorageConfig,
-        written: &mut Written,
-    ) {
-        // A first merge of 12 flushes of the load generator's mesh spans.
-        const COMPACTED_BYTES_PER_SPAN: u64 = 31;
+    ) -> u64 {
+        let mut copied = 0;
         loop {
             let inputs = pick_inputs(files.clone(), settled, config);
             if inputs.is_empty() {
-                return;
+                return copied;
             }
             files.retain(|file| !inputs.contains(file));
             let spans: u64 = inputs.iter().map(|input| spans_of[&input.path]).sum();
-            if inputs.iter().all(|input| !input.is_flushed()) {
-                written.copied += spans as f64;
-            } else {
-                written.merged += spans as f64;
-            }
-            let output = file(&format!("{}.parquet", spans_of.len()), spans * COMPACTED_BYTES_PER_SPAN);
+            let bytes = inputs.iter().map(|input| input.bytes).sum();
+            copied += spans;
+            let output = file(&format!("compaction-{}.parquet", spans_of.len()), bytes);
             spans_of.insert(output.path.clone(), spans);
             files.push(output);
         }
     }
 
     #[test]
-    fn an_hour_of_spans_is_merged_once_and_then_only_concatenated() {
+    fn an_hour_of_spans_is_copied_a_few_times_and_never_merged() {
         // An hour at 10 000 mesh spans/s: a 10 MiB memtable holds about 8500 of them, which
-        // flush as 0.95 MB and compact to about 31 bytes each.
+        // flush as about 32 bytes each.
         let spans_per_flush = 8500;
         let flushes = 10_000 * 3600 / spans_per_flush as usize;
         let narrow = StorageConfig { compaction_min_files: 8, compaction_max_input_bytes: 256 << 20, ..StorageConfig::default() };
-        let narrow = rewrites_per_span(flushes, spans_per_flush, &narrow);
-        let default = rewrites_per_span(flushes, spans_per_flush, &StorageConfig::default());
-        println!("per span in an hour of {flushes} flushes: {narrow:?} (8 files a tier, 256 MB merges), {default:?} (default)");
-        // Only flushed files are merged: once each, at the first tier or when the hour is
-        // settled. The tiers above copy: log8(4235 flushes) is 4.0 tiers, the merge one of
-        // them, less the part of the top tier an hour does not fill.
-        assert!((1.0..1.05).contains(&narrow.merged), "{narrow:?}");
-        assert!((2.0..3.5).contains(&narrow.copied), "{narrow:?}");
-        // log12(4235) is 3.4, but 64 MB merges stop the climb more than a tier short of it.
-        assert!((1.0..1.05).contains(&default.merged), "{default:?}");
-        assert!((0.5..1.5).contains(&default.copied), "{default:?}");
-    }
-
-    #[test]
-    fn a_settled_hour_merges_its_flushed_files_apart_from_its_compacted_ones() {
-        let files = vec![file("a.flush.parquet", 30), file("b.parquet", 10), file("c.flush.parquet", 20), file("d.parquet", 5)];
-        let names = |picked: Vec<Arc<FileMeta>>| picked.iter().map(|file| file.path.display().to_string()).collect::<Vec<_>>();
-        let config = StorageConfig::default();
-        assert_eq!(names(pick_inputs(files.clone(), true, &config)), ["c.flush.parquet", "a.flush.parquet"]);
-        // Metric files are never concatenated, so they gain nothing from the separation.
-        let metrics = files.iter().map(|file| Arc::new(FileMeta { table: Table::MetricsGauge, ..(**file).clone() })).collect();
-        assert_eq!(pick_inputs(metrics, true, &config).len(), 4);
+        let narrow = copies_per_span(flushes, spans_per_flush, &narrow);
+        let default = copies_per_span(flushes, spans_per_flush, &StorageConfig::default());
+        println!("copies per span in an hour of {flushes} flushes: {narrow:.2} (8 files a tier, 256 MB inputs), {default:.2} (default)");
+        // log8(4235 flushes) is 4.0 tiers, less the part of the top tier an hour does not fill.
+        assert!((3.0..4.0).contains(&narrow), "{narrow}");
+        // log12(4235) is 3.4, but 64 MB inputs stop the climb more than a tier short of it.
+        assert!((1.5..2.5).contains(&default), "{default}");
     }
 }

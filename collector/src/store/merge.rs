@@ -254,36 +254,36 @@ impl Layout {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{AsArray, StringArray, TimestampNanosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampNanosecondType};
+    use arrow::array::{AsArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::ArrowWriter;
 
     use super::*;
 
-    /// Writes `rows` of (service, time) as a Parquet file of just those two columns, one
-    /// row group per `group_rows` rows.
-    fn write_file(path: &Path, rows: &[(&str, i64)], group_rows: usize) {
+    /// Writes `rows` of (service, severity) as a Parquet file of log records with just those
+    /// two columns, one row group per `group_rows` rows.
+    fn write_file(path: &Path, rows: &[(&str, &str)], group_rows: usize) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("ServiceName", DataType::Utf8, true),
-            Field::new("Timestamp", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+            Field::new("SeverityText", DataType::Utf8, true),
         ]));
         let services: StringArray = rows.iter().map(|(service, _)| Some(*service)).collect();
-        let times = TimestampNanosecondArray::from_iter_values(rows.iter().map(|(_, time)| *time)).with_timezone("UTC");
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(services), Arc::new(times)]).expect("a batch");
+        let severities: StringArray = rows.iter().map(|(_, severity)| Some(*severity)).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(services), Arc::new(severities)]).expect("a batch");
         let properties = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(group_rows)).build();
         let mut writer = ArrowWriter::try_new(File::create(path).expect("created"), schema, Some(properties)).expect("a writer");
         writer.write(&batch).expect("written");
         writer.close().expect("closed");
     }
 
-    fn merged(paths: &[PathBuf], read_rows: usize, batch_rows: usize) -> (Vec<(String, i64)>, Vec<usize>) {
+    fn merged(paths: &[PathBuf], read_rows: usize, batch_rows: usize) -> (Vec<(String, String)>, Vec<usize>) {
         let mut merge = SortedMerge::open(Table::Logs, paths, read_rows, batch_rows).expect("opened");
         let (mut rows, mut sizes) = (Vec::new(), Vec::new());
         while let Some(batch) = merge.next_batch().expect("merged") {
             assert_eq!(batch.schema(), Table::Logs.schema());
-            let services = batch.column_by_name("ServiceName").expect("a column").as_string::<i32>();
-            let times = batch.column_by_name("Timestamp").expect("a column").as_primitive::<TimestampNanosecondType>();
-            rows.extend((0..batch.num_rows()).map(|row| (services.value(row).to_owned(), times.value(row))));
+            let column = |name| batch.column_by_name(name).expect("a column").as_string::<i32>().clone();
+            let (services, severities) = (column("ServiceName"), column("SeverityText"));
+            rows.extend((0..batch.num_rows()).map(|row| (services.value(row).to_owned(), severities.value(row).to_owned())));
             sizes.push(batch.num_rows());
         }
         (rows, sizes)
@@ -292,11 +292,11 @@ mod tests {
     #[test]
     fn inputs_of_any_length_merge_into_one_sorted_sequence_of_full_batches() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let inputs: [&[(&str, i64)]; 4] = [
-            &[("api", 1), ("api", 5), ("db", 2), ("web", 1)],
-            &[("api", 2), ("cache", 9)],
+        let inputs: [&[(&str, &str)]; 4] = [
+            &[("api", "ERROR"), ("api", "INFO"), ("db", "INFO"), ("web", "DEBUG")],
+            &[("api", "DEBUG"), ("cache", "WARN")],
             &[],
-            &[("api", 3), ("api", 4), ("db", 1), ("db", 3), ("web", 0), ("web", 2), ("web", 3)],
+            &[("api", "ERROR"), ("api", "WARN"), ("db", "DEBUG"), ("db", "ERROR"), ("web", "ERROR"), ("web", "INFO"), ("web", "WARN")],
         ];
         let mut paths = Vec::new();
         for (index, rows) in inputs.iter().enumerate() {
@@ -307,10 +307,9 @@ mod tests {
         }
         let (rows, sizes) = merged(&paths, 1, 3);
 
-        let mut expected: Vec<(String, i64)> = inputs.iter().flat_map(|rows| rows.iter()).map(|(s, t)| (s.to_string(), *t)).collect();
+        let mut expected: Vec<(String, String)> =
+            inputs.iter().flat_map(|rows| rows.iter()).map(|(service, severity)| (service.to_string(), severity.to_string())).collect();
         expected.sort();
-        // The sort keys of logs are (ServiceName, SeverityText, Timestamp), and these files
-        // have no SeverityText: it reads as null in every row.
         assert_eq!(rows, expected);
         assert_eq!(sizes, [3, 3, 3, 3, 1]);
     }

@@ -3,8 +3,8 @@
 //! Files are sorted by the table's sort columns (so similar rows sit together and compress
 //! well), carry page-level statistics (the page index) of the columns queries prune by and,
 //! on tables with a `TraceId` column, a bloom filter on it so a trace lookup skips row groups
-//! that cannot hold the trace. Compacted files are zstd-compressed; flushed ones are not,
-//! until compaction rewrites them (see [`FileKind`]).
+//! that cannot hold the trace. Files are zstd-compressed, except flushes of the tables whose
+//! files compaction merges (metrics, profiles), until it does (see [`FileKind`]).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -47,18 +47,36 @@ pub(crate) fn new_id() -> String {
     format!("{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Who writes a file, which decides its compression.
+/// Whether a file is merged again, which decides its compression and its name.
 #[derive(Debug, Clone, Copy)]
 enum FileKind {
-    /// A flush: not compressed. Compaction soon rewrites the file, and until then
-    /// compressing it would cost the flush CPU time and each merge a zstd decoder, about
-    /// 160 KB, for every column of every input. Dictionaries stay although interning costs
-    /// a flush about a sixth of its time: without them a file of mesh spans, whose resource
-    /// attributes repeat on every row, was ten times larger (9.6 MB instead of 0.93), and
-    /// the collector's peak RSS at 10 000 spans/s rose from about 170 to 250 MiB.
+    /// A flush of a table whose files compaction merges (metrics, profiles): not
+    /// compressed. Compaction soon rewrites the file, and until then compressing it would
+    /// cost the flush CPU time and each merge a zstd decoder, about 160 KB, for every
+    /// column of every input. Dictionaries stay although interning costs a flush about a
+    /// sixth of its time: without them a file of mesh spans, whose resource attributes
+    /// repeat on every row, was ten times larger (9.6 MB instead of 0.93), and the
+    /// collector's peak RSS at 10 000 spans/s rose from about 170 to 250 MiB.
     Flushed,
-    /// A compaction's output: zstd at `storage.zstd_level`.
-    Compacted,
+    /// A file no merge reads again unless its schema is outdated: zstd at
+    /// `storage.zstd_level`. Merges write these, and so do flushes of tables whose files
+    /// compaction only concatenates ([`Table::flushes_final_files`]).
+    Final,
+}
+
+impl FileKind {
+    /// The kind of file a flush of `table` writes.
+    fn of_flush(table: Table) -> Self {
+        if table.flushes_final_files() { FileKind::Final } else { FileKind::Flushed }
+    }
+
+    /// How the name of a file of this kind ends (the catalog tells flushed files by it).
+    fn suffix(self) -> &'static str {
+        match self {
+            FileKind::Flushed => FLUSHED_SUFFIX,
+            FileKind::Final => ".parquet",
+        }
+    }
 }
 
 /// Rows gathered into one sorted batch at a time while a flush writes a partition, so the
@@ -98,7 +116,8 @@ pub(crate) fn write_partitions(
     for (hour, rows) in sorted_rows_by_hour(table, batches)? {
         let dir = partition_dir(data_dir, table, hour);
         fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory"))?;
-        let path = dir.join(format!("{}{FLUSHED_SUFFIX}", new_id()));
+        let kind = FileKind::of_flush(table);
+        let path = dir.join(format!("{}{}", new_id(), kind.suffix()));
         // A row group's trace ids are at most its rows: an upper bound that keeps the bloom
         // filter's false-positive rate at or below its target, and its size that of the file.
         let trace_ids = rows.len().min(config.row_group_rows) as u64;
@@ -106,7 +125,7 @@ pub(crate) fn write_partitions(
             .chunks(FLUSH_BATCH_ROWS)
             .map(|chunk| gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows")));
         let plain = PlainColumns::Sampled;
-        let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Flushed, trace_ids, plain, resources };
+        let file = FileSpec { path: &tmp_path(&path), table, kind, trace_ids, plain, resources };
         let bytes = write_file(&file, config, batches)?;
         files.push(FileMeta { path, table, hour, bytes });
     }
@@ -116,8 +135,9 @@ pub(crate) fn write_partitions(
 /// A row of a generation: the index of its batch and its index in the batch.
 type RowOf = (usize, usize);
 
-/// Sorts the rows of `batches` by (event-time hour, the table's sort columns) and returns
-/// each hour's rows in order. Only the sort keys are concatenated.
+/// Sorts the rows of `batches` by (event-time hour, the table's sort columns), ties in
+/// arrival order, and returns each hour's rows in order. Only the sort keys are
+/// concatenated.
 fn sorted_rows_by_hour(table: Table, batches: &[RecordBatch]) -> Result<Vec<(i64, Vec<RowOf>)>, StoreError> {
     let mut hours: Vec<i64> = Vec::new();
     let mut row_of: Vec<RowOf> = Vec::new();
@@ -142,7 +162,7 @@ fn sorted_rows_by_hour(table: Table, batches: &[RecordBatch]) -> Result<Vec<(i64
         .and_then(|converter| converter.convert_columns(&sort_keys))
         .map_err(StoreError::arrow("sort keys"))?;
     let mut order: Vec<usize> = (0..keys.num_rows()).collect();
-    order.sort_unstable_by(|&a, &b| keys.row(a).cmp(&keys.row(b)));
+    order.sort_by(|&a, &b| keys.row(a).cmp(&keys.row(b)));
 
     let mut parts: Vec<(i64, Vec<RowOf>)> = Vec::new();
     for row in order {
@@ -248,7 +268,7 @@ impl FileWriter {
         let FileSpec { path, table, kind, trace_ids, .. } = *file;
         let compression = match kind {
             FileKind::Flushed => Compression::UNCOMPRESSED,
-            FileKind::Compacted => {
+            FileKind::Final => {
                 Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).map_err(StoreError::parquet("zstd level"))?)
             }
         };
@@ -421,13 +441,13 @@ pub(crate) fn merge_sorted_files(
     config: &StorageConfig,
     resources: &ResourceCatalog,
 ) -> Result<Merged, StoreError> {
-    let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
+    let path = partition_dir(data_dir, table, hour).join(format!("{}{}", new_id(), FileKind::Final.suffix()));
     let mut merge = SortedMerge::open(table, inputs, COMPACTION_READ_ROWS, COMPACTION_BATCH_ROWS)?;
     // Trace ids per row group are at most the row group's rows: an upper bound that keeps
     // the filter's false-positive rate at or below its target.
     let trace_ids = config.row_group_rows as u64;
     let plain = PlainColumns::Listed(merge.plain_columns().to_vec());
-    let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Compacted, trace_ids, plain, resources };
+    let file = FileSpec { path: &tmp_path(&path), table, kind: FileKind::Final, trace_ids, plain, resources };
     let mut rows = 0;
     let batches = std::iter::from_fn(|| merge.next_batch().transpose())
         .inspect(|batch| rows += batch.as_ref().map_or(0, RecordBatch::num_rows) as u64);
@@ -463,7 +483,7 @@ pub(crate) fn concatenate_files(data_dir: &Path, table: Table, hour: i64, inputs
     // The key-value metadata holds the Arrow schema, the table's in every input.
     let key_values = first.metadata().file_metadata().key_value_metadata().cloned();
     let properties = WriterProperties::builder().set_key_value_metadata(key_values).build();
-    let path = partition_dir(data_dir, table, hour).join(format!("{}.parquet", new_id()));
+    let path = partition_dir(data_dir, table, hour).join(format!("{}{}", new_id(), FileKind::Final.suffix()));
     let tmp = File::create(tmp_path(&path)).map_err(StoreError::io("create parquet file"))?;
     let mut writer = SerializedFileWriter::new(tmp, schema.root_schema_ptr(), Arc::new(properties))
         .map_err(StoreError::parquet("open parquet writer"))?;
@@ -552,12 +572,8 @@ mod tests {
 
     /// Writes each of `batches` as a traces file of `kind` in `dir`, named as its kind is.
     fn write_inputs(dir: &Path, kind: FileKind, batches: impl IntoIterator<Item = RecordBatch>) -> Vec<PathBuf> {
-        let suffix = match kind {
-            FileKind::Flushed => FLUSHED_SUFFIX,
-            FileKind::Compacted => ".parquet",
-        };
         let write = |(index, batch)| {
-            let path = dir.join(format!("{index}{suffix}"));
+            let path = dir.join(format!("{index}{}", kind.suffix()));
             write_traces_file(&path, kind, batch);
             path
         };
@@ -596,7 +612,7 @@ mod tests {
         use parquet::file::properties::DEFAULT_WRITE_BATCH_SIZE;
 
         let spans = 3 * PAGE_ROWS as i64;
-        let metadata = sample_traces_file(FileKind::Compacted, spans as u64);
+        let metadata = sample_traces_file(FileKind::Final, spans as u64);
         let columns = metadata.row_group(0).columns();
         let pages = &metadata.offset_index().expect("page index")[0];
         for name in ["ServiceName", "TraceId", "SpanAttributes.entries.keys"] {
@@ -644,7 +660,7 @@ mod tests {
 
     #[test]
     fn files_have_dictionaries_of_repeating_columns_only() {
-        for kind in [FileKind::Flushed, FileKind::Compacted] {
+        for kind in [FileKind::Flushed, FileKind::Final] {
             let row_group = sample_traces_row_group(kind);
             assert!(is_dictionary_encoded(&row_group, "ServiceName"), "{kind:?}");
             assert!(is_dictionary_encoded(&row_group, "TraceId"), "{kind:?}");
@@ -661,7 +677,7 @@ mod tests {
     #[test]
     fn columns_of_nearly_unique_values_get_no_dictionary() {
         let batch = unique_spans(200);
-        for kind in [FileKind::Flushed, FileKind::Compacted] {
+        for kind in [FileKind::Flushed, FileKind::Final] {
             let metadata = traces_file(kind, batch.clone());
             let row_group = metadata.row_group(0);
             for repeating in ["ServiceName", "SpanAttributes.entries.keys"] {
@@ -709,7 +725,7 @@ mod tests {
     fn a_concatenation_keeps_every_row_and_each_row_groups_page_index_and_bloom_filter() {
         let dir = tempfile::tempdir().expect("temporary directory");
         fs::create_dir_all(partition_dir(dir.path(), Table::Traces, 0)).expect("partition directory");
-        let inputs = write_inputs(dir.path(), FileKind::Compacted, [crate::test_data::sample_traces_batch(300), unique_spans(200)]);
+        let inputs = write_inputs(dir.path(), FileKind::Final, [crate::test_data::sample_traces_batch(300), unique_spans(200)]);
 
         let concatenated = concatenate_files(dir.path(), Table::Traces, 0, &inputs).expect("concatenated").expect("current schema");
         assert_eq!(concatenated.rows, 500);
@@ -738,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_orders_rows_by_hour_then_by_the_sort_columns() {
+    fn a_flush_orders_rows_by_hour_then_by_the_sort_columns_then_by_arrival() {
         use crate::schema::Rejections;
         use crate::test_data::{convert_traces, request_with, span};
 
@@ -755,7 +771,7 @@ mod tests {
         let hour = hour_of(HOUR as i64);
         assert_eq!(
             sorted_rows_by_hour(Table::Traces, &batches).expect("sorted"),
-            [(hour - 1, vec![(1, 2), (0, 1), (1, 1)]), (hour, vec![(1, 0), (0, 2), (0, 0)])]
+            [(hour - 1, vec![(0, 1), (1, 2), (1, 1)]), (hour, vec![(1, 0), (0, 2), (0, 0)])]
         );
     }
 

@@ -1,4 +1,4 @@
-//! SIGTERM flushes everything to Parquet; compaction merges small files and retention
+//! SIGTERM flushes everything to Parquet; compaction joins small files and retention
 //! drops expired partitions, both without changing what queries see.
 
 use std::fs;
@@ -87,7 +87,7 @@ fn parquet_files(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-fn compaction_merges_small_files_and_retention_drops_old_partitions() {
+fn compaction_concatenates_small_files_and_retention_drops_old_partitions() {
     let collector = Collector::start_with(&[
         "--compaction-min-files", "3",
         "--maintenance-interval-secs", "1",
@@ -98,12 +98,12 @@ fn compaction_merges_small_files_and_retention_drops_old_partitions() {
         assert_eq!(post_traces(&collector.http_endpoint(), &spans("compact", batch, 100, now)).status, 200);
         flush(&collector);
     }
-    poll_until(Duration::from_secs(15), "three flushed files merged into one", || {
+    poll_until(Duration::from_secs(15), "three flushed files concatenated into one", || {
         let files = collector.metric_value(TRACE_FILES);
         if files == Some(1.0) { Ok(()) } else { Err(format!("{files:?} files")) }
     });
     assert!(collector.metric_value("meshlight_compactions_total").is_some_and(|n| n >= 1.0));
-    assert_eq!(collector.metric_value("meshlight_compacted_rows_total{table=\"otel_traces\",method=\"merge\"}"), Some(300.0));
+    assert_eq!(collector.metric_value("meshlight_compacted_rows_total{table=\"otel_traces\",method=\"concatenation\"}"), Some(300.0));
     assert_eq!(count(&collector), Some(300), "compaction changes no row");
 
     let old = now - 5 * HOUR_NANOS;
