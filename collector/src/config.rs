@@ -130,9 +130,9 @@ pub struct StorageConfig {
     /// to write (a writer holds the compressed row group it is writing); larger ones
     /// compress a little better.
     pub row_group_rows: usize,
-    /// zstd level of Parquet files (1–22): of every flush of spans and log records, and of
-    /// every merge. Flushes of metrics and profiles are written uncompressed, since
-    /// compaction merges them soon. Pages are small (4096 rows of a column), so higher
+    /// zstd level of Parquet files (1–22): of flushes of spans and log records, and of
+    /// every merge. Flushes of metrics and profiles, and small ones of spans and log
+    /// records, are written uncompressed, since compaction merges them soon. Pages are small (4096 rows of a column), so higher
     /// levels find little more to remove: merging flushed mesh spans at level 3 took about
     /// 10 % more CPU than at 1 for 0.7 % smaller files.
     pub zstd_level: i32,
@@ -140,13 +140,13 @@ pub struct StorageConfig {
     /// tier); more means fewer rewrites of each byte, but more files for queries to open
     /// and more memory for a merge, which decodes a batch of every input at a time.
     pub compaction_min_files: usize,
-    /// Most Parquet bytes one compaction merges. This bounds a merge's duration and the
+    /// Most Parquet bytes one compaction reads. This bounds a compaction's duration and the
     /// size of the files an hour ends with, and so the number of tiers each span climbs,
     /// one rewrite each (memory is not: a merge's grows with its inputs' count, which
     /// `compaction_max_input_files` bounds).
     pub compaction_max_input_bytes: u64,
-    /// Most files one compaction merges. A merge holds a batch and the page buffers of every
-    /// input at once, about 1 MB each for flushed files of spans, so this bounds its memory
+    /// Most files one compaction joins. A merge holds a batch and the page buffers of every
+    /// input at once, about 1 MB each for flushed files, so this bounds its memory
     /// where a backlog of small files (after a restart, or behind a long merge) would
     /// otherwise feed it dozens under `compaction_max_input_bytes`.
     pub compaction_max_input_files: usize,

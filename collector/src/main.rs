@@ -102,7 +102,7 @@ struct ServeArgs {
     /// storage.row_group_rows: most rows per Parquet row group [default: 32768].
     #[arg(long)]
     row_group_rows: Option<usize>,
-    /// storage.zstd_level: zstd level of Parquet files (flushes of metrics and profiles are uncompressed), 1–22 [default: 1].
+    /// storage.zstd_level: zstd level of Parquet files (flushes that compaction merges are uncompressed), 1–22 [default: 1].
     #[arg(long)]
     zstd_level: Option<i32>,
     /// storage.compaction_min_files: files of similar size in an open hour that trigger compaction [default: 12].
@@ -111,7 +111,7 @@ struct ServeArgs {
     /// storage.compaction_max_input_bytes: most bytes one compaction reads [default: 67108864].
     #[arg(long)]
     compaction_max_input_bytes: Option<u64>,
-    /// storage.compaction_max_input_files: most files one compaction merges [default: 24].
+    /// storage.compaction_max_input_files: most files one compaction joins [default: 24].
     #[arg(long)]
     compaction_max_input_files: Option<usize>,
     /// storage.maintenance_interval_secs: how often retention runs and finished hours are compacted [default: 30].

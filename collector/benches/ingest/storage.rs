@@ -1,8 +1,8 @@
 //! Storage and steady-state figures on the mesh data set:
-//! - **bytes per span** on disk once compaction has merged each hour into one file;
+//! - **bytes per span** on disk once compaction has joined each hour into its final files;
 //! - **RSS and CPU** of the collector at a steady 10 000 spans/s, CPU also per thread name
 //!   (request path, WAL writer, flush, compaction); and CPU per span from ingest to the
-//!   hour's final file, the merges that the steady window does not reach included;
+//!   hour's final file, the compactions that the steady window does not reach included;
 //! - **ingest-to-queryable latency**: from the start of an export to the moment SQL sees the
 //!   span, for probe spans sent while the collector carries half of its sustained saturation
 //!   rate (measured first, unpaced for `SATURATION_SECS`, so flushing is part of it).

@@ -97,12 +97,12 @@ impl Table {
         )
     }
 
-    /// Whether a flush writes the table's files as compaction would (compressed) and
-    /// compaction then only concatenates them (see `store::parquet::concatenate_files`):
-    /// spans and log records are sorted only for compression and pruning, which each
-    /// flush's sorted row groups serve as well. Metric files mark each series' first row,
-    /// and profile files are looked up by their ids, so theirs are flushed uncompressed and
-    /// merged.
+    /// Whether a flush (unless it is small) writes the table's files as compaction would
+    /// (compressed) and compaction then only concatenates them (see
+    /// `store::parquet::concatenate_files`): spans and log records are sorted only for
+    /// compression and pruning, which each flush's sorted row groups serve as well. Metric
+    /// files mark each series' first row, and profile files are looked up by their ids, so
+    /// theirs are flushed uncompressed and merged.
     pub fn flushes_final_files(self) -> bool {
         matches!(self, Table::Traces | Table::Logs)
     }
@@ -113,8 +113,9 @@ impl Table {
     }
 
     /// Sort order inside a Parquet file, chosen so that similar rows sit together and
-    /// compress well (and so that time-range scans within a series are contiguous). Rows
-    /// that tie keep the order they arrived in.
+    /// compress well (and, for metrics, so that time-range scans within a series are
+    /// contiguous). A flush keeps rows that tie in the order they arrived in; a merge keeps
+    /// each input's ties together, in the order it takes the inputs.
     ///
     /// Spans and log records end with their group, not with their time: arrival order is
     /// nearly time order, so pages of one operation still cover narrow time ranges and

@@ -34,12 +34,13 @@ pub(crate) fn hour_of(nanos: i64) -> i64 {
     nanos.div_euclid(NANOS_PER_HOUR)
 }
 
-/// How the name of a flushed file ends. Flushes write uncompressed files (see
-/// `parquet::FileKind`); compaction's outputs end in plain `.parquet`.
+/// How the name of an uncompressed flushed file ends: flushes of the tables that compaction
+/// merges (metrics, profiles) write these (see `parquet::FileKind`). Every other file, of
+/// a flush of spans or log records or of a compaction, ends in plain `.parquet`.
 pub(crate) const FLUSHED_SUFFIX: &str = ".flush.parquet";
 
 impl FileMeta {
-    /// Whether a flush wrote this file (compaction has not rewritten it yet).
+    /// Whether this is an uncompressed flushed file, which compaction merges.
     pub(crate) fn is_flushed(&self) -> bool {
         self.path.file_name().is_some_and(|name| name.to_string_lossy().ends_with(FLUSHED_SUFFIX))
     }

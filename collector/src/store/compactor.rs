@@ -13,11 +13,11 @@
 //! `compaction_max_input_bytes` allows, smallest first, and a flushed file left alone is
 //! rewritten by itself, since flushed files are not compressed.
 //!
-//! A merge decodes and re-encodes every row. Spans and log records are never merged: their
-//! flushes write final, compressed files (`Table::flushes_final_files`), whose row groups
-//! compaction copies as they are into one file (see `parquet::concatenate_files`). Only an
-//! input written under an older schema, or flushed uncompressed by an older version, makes
-//! such a compaction a merge.
+//! A merge decodes and re-encodes every row. Spans and log records are merged only when
+//! their flushes were small: a flush by size writes final, compressed files
+//! (`Table::flushes_final_files`), whose row groups compaction copies as they are into one
+//! file (see `parquet::concatenate_files`). Files of the two kinds are never compacted
+//! together. An input written under an older schema also makes a compaction a merge.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,8 +101,8 @@ impl Compactor<'_> {
         self.shared.stopping.load(Ordering::Acquire)
     }
 
-    /// One merge in every partition that qualifies, none once the store is stopping;
-    /// returns how many merges ran. A partition whose merge failed waits a maintenance
+    /// One compaction in every partition that qualifies, none once the store is stopping;
+    /// returns how many ran. A partition whose compaction failed waits a maintenance
     /// interval, unless `force`d.
     fn compact_all(&mut self, force: bool) -> usize {
         let mut merges = 0;
@@ -137,7 +137,8 @@ impl Compactor<'_> {
         merges
     }
 
-    /// Merges `inputs`, files of one partition, into one.
+    /// Joins `inputs`, files of one partition, into one: concatenated if they allow it,
+    /// merged otherwise.
     fn compact(&mut self, table: Table, hour: i64, inputs: &[Arc<FileMeta>]) -> Result<(), StoreError> {
         let settings = &self.shared.settings;
         let started = Instant::now();
@@ -247,13 +248,27 @@ impl Compactor<'_> {
     }
 }
 
-/// The files of one partition that its next merge takes, or none if it should wait.
+/// The files of one partition that its next compaction takes, or none if it should wait.
 ///
-/// An open hour merges the smallest tier of at least `compaction_min_files` files of similar
-/// size; a settled hour merges its smallest files. Either way the inputs stop at
-/// `compaction_max_input_bytes` or `compaction_max_input_files`. A merge needs at least two
-/// inputs, except that a settled hour's lone flushed file is rewritten to be compressed.
-fn pick_inputs(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
+/// An open hour compacts the smallest tier of at least `compaction_min_files` files of
+/// similar size; a settled hour compacts its smallest files. Either way the inputs stop at
+/// `compaction_max_input_bytes` or `compaction_max_input_files`. A compaction needs at least
+/// two inputs, except that a settled hour's lone flushed file is rewritten to be compressed.
+///
+/// Spans and log records are compacted among files of one kind: flushed files (small
+/// flushes) are merged among themselves, before final files are concatenated. A merge that
+/// took final files too would decode compressed inputs, and concatenated ones, sorted only
+/// within each stretch, would come out of order.
+fn pick_inputs(files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
+    if !files.first().is_some_and(|file| file.table.flushes_final_files()) {
+        return pick_of_one_kind(files, settled, config);
+    }
+    let (flushed, final_files) = files.into_iter().partition(|file| file.is_flushed());
+    let merge = pick_of_one_kind(flushed, settled, config);
+    if merge.is_empty() { pick_of_one_kind(final_files, settled, config) } else { merge }
+}
+
+fn pick_of_one_kind(mut files: Vec<Arc<FileMeta>>, settled: bool, config: &StorageConfig) -> Vec<Arc<FileMeta>> {
     files.sort_by_key(|file| file.bytes);
     let candidates = if settled {
         &files[..]
@@ -320,10 +335,15 @@ mod tests {
         assert!(picked(&[10, 400], true, 4, 100).is_empty());
     }
 
+    /// A metrics file, which flushes write uncompressed.
+    fn metric_file(name: &str, bytes: u64) -> Arc<FileMeta> {
+        Arc::new(FileMeta { table: Table::MetricsGauge, ..(*file(name, bytes)).clone() })
+    }
+
     #[test]
     fn a_lone_flushed_file_is_rewritten_once_its_hour_is_over() {
         let config = StorageConfig::default();
-        let lone = |name: &str, settled| pick_inputs(vec![file(name, 10)], settled, &config).len();
+        let lone = |name: &str, settled| pick_inputs(vec![metric_file(name, 10)], settled, &config).len();
         assert_eq!(lone("a.flush.parquet", true), 1);
         assert_eq!(lone("a.flush.parquet", false), 0);
         assert_eq!(lone("a.parquet", true), 0);
@@ -401,5 +421,22 @@ mod tests {
         assert!((3.0..4.0).contains(&narrow), "{narrow}");
         // log12(4235) is 3.4, but 64 MB inputs stop the climb more than a tier short of it.
         assert!((1.5..2.5).contains(&default), "{default}");
+    }
+
+    #[test]
+    fn spans_are_compacted_among_files_of_one_kind() {
+        let names = |picked: Vec<Arc<FileMeta>>| picked.iter().map(|file| file.path.display().to_string()).collect::<Vec<_>>();
+        let config = StorageConfig { compaction_min_files: 2, ..StorageConfig::default() };
+        let files = vec![file("a.flush.parquet", 30), file("b.parquet", 10), file("c.flush.parquet", 20), file("d.parquet", 15)];
+        // Flushed files first, open hour or settled.
+        for settled in [false, true] {
+            assert_eq!(names(pick_inputs(files.clone(), settled, &config)), ["c.flush.parquet", "a.flush.parquet"]);
+        }
+        // Final files once no flushed ones qualify: a lone flushed file waits for its peers.
+        let files = vec![file("a.flush.parquet", 30), file("b.parquet", 10), file("d.parquet", 15)];
+        assert_eq!(names(pick_inputs(files, false, &config)), ["b.parquet", "d.parquet"]);
+        // Metric files are always merged, so they gain nothing from the separation.
+        let metrics = ["a.flush.parquet", "b.parquet", "c.flush.parquet", "d.parquet"].map(|name| metric_file(name, 10)).to_vec();
+        assert_eq!(pick_inputs(metrics, true, &config).len(), 4);
     }
 }

@@ -6,8 +6,8 @@
 //! both durable and queryable. Replay converts logged requests again ([`wal`]). When the memtable is
 //! large or old enough the writer rotates the WAL and freezes the memtable generation; the
 //! flush thread writes it to Parquet, swaps it for the files in one step, and retires the
-//! WAL segments. A compaction thread merges small files as they appear and applies
-//! retention, so a long merge never holds up a flush.
+//! WAL segments. A compaction thread joins small files as they appear and applies
+//! retention, so a long compaction never holds up a flush.
 //!
 //! Invariant: a row is in exactly one of {memtable, Parquet} as seen by a query snapshot;
 //! flush and compaction change the file set and the memtable under one lock.
@@ -386,7 +386,7 @@ impl Store {
         done.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// Merges every partition's files as far as the input limit allows, as if every hour were
+    /// Compacts every partition's files as far as the input limit allows, as if every hour were
     /// over, and waits for it (operators and benchmarks; normally compaction runs by itself).
     pub async fn compact_all(&self) -> Result<(), StoreError> {
         let (done_tx, done) = oneshot::channel();

@@ -3,8 +3,9 @@
 //! Files are sorted by the table's sort columns (so similar rows sit together and compress
 //! well), carry page-level statistics (the page index) of the columns queries prune by and,
 //! on tables with a `TraceId` column, a bloom filter on it so a trace lookup skips row groups
-//! that cannot hold the trace. Files are zstd-compressed, except flushes of the tables whose
-//! files compaction merges (metrics, profiles), until it does (see [`FileKind`]).
+//! that cannot hold the trace. Files are zstd-compressed, except the flushes that compaction
+//! merges (of metrics and profiles, and small ones of spans and log records), until it
+//! does (see [`FileKind`]).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -48,10 +49,10 @@ pub(crate) fn new_id() -> String {
 }
 
 /// Whether a file is merged again, which decides its compression and its name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileKind {
-    /// A flush of a table whose files compaction merges (metrics, profiles): not
-    /// compressed. Compaction soon rewrites the file, and until then compressing it would
+    /// A flush of a table whose files compaction merges (metrics, profiles), or a small
+    /// flush of spans or log records: not compressed. Compaction soon rewrites the file, and until then compressing it would
     /// cost the flush CPU time and each merge a zstd decoder, about 160 KB, for every
     /// column of every input. Dictionaries stay although interning costs a flush about a
     /// sixth of its time: without them a file of mesh spans, whose resource attributes
@@ -65,9 +66,13 @@ enum FileKind {
 }
 
 impl FileKind {
-    /// The kind of file a flush of `table` writes.
-    fn of_flush(table: Table) -> Self {
-        if table.flushes_final_files() { FileKind::Final } else { FileKind::Flushed }
+    /// The kind of file a flush of `rows` rows of `table` writes. A small flush of spans or
+    /// log records, as a flush by age at a low rate writes, is left for a merge too: its
+    /// row groups would otherwise stay small forever, since concatenation keeps them, and
+    /// each carries its own column metadata (about 9 KB of footer for spans).
+    fn of_flush(table: Table, rows: usize, config: &StorageConfig) -> Self {
+        let small = rows < config.row_group_rows / SMALL_FLUSH_FRACTION;
+        if table.flushes_final_files() && !small { FileKind::Final } else { FileKind::Flushed }
     }
 
     /// How the name of a file of this kind ends (the catalog tells flushed files by it).
@@ -78,6 +83,11 @@ impl FileKind {
         }
     }
 }
+
+/// A flush of spans or log records with fewer rows than this fraction of
+/// `storage.row_group_rows` is small (see [`FileKind::of_flush`]). A flush by size holds
+/// about 8500 mesh spans or 17 000 of the spec shape, well above 32 768 / 8.
+const SMALL_FLUSH_FRACTION: usize = 8;
 
 /// Rows gathered into one sorted batch at a time while a flush writes a partition, so the
 /// sorted copy of a generation never exists at once (fresh multi-megabyte buffers cost page
@@ -116,7 +126,7 @@ pub(crate) fn write_partitions(
     for (hour, rows) in sorted_rows_by_hour(table, batches)? {
         let dir = partition_dir(data_dir, table, hour);
         fs::create_dir_all(&dir).map_err(StoreError::io("create partition directory"))?;
-        let kind = FileKind::of_flush(table);
+        let kind = FileKind::of_flush(table, rows.len(), config);
         let path = dir.join(format!("{}{}", new_id(), kind.suffix()));
         // A row group's trace ids are at most its rows: an upper bound that keeps the bloom
         // filter's false-positive rate at or below its target, and its size that of the file.
@@ -455,7 +465,7 @@ pub(crate) fn merge_sorted_files(
     Ok(Merged { file: FileMeta { path, table, hour, bytes }, rows })
 }
 
-/// Concatenates compacted files of one partition into one `.tmp` file without decoding
+/// Concatenates final files of one partition into one `.tmp` file without decoding
 /// them: each input's row groups are copied as they are, column chunk by column chunk, with
 /// their statistics, page index and bloom filters. The result is sorted within each input's
 /// stretch of row groups, not across them. `None` if an input was written under another
@@ -751,6 +761,14 @@ mod tests {
         let first_trace = second.column_by_name("TraceId").expect("TraceId").as_string::<i32>().value(0);
         let filter = reader.get_row_group(1).expect("a row group").get_column_bloom_filter(trace_id).cloned().expect("a filter");
         assert!(filter.check(&first_trace));
+    }
+
+    #[test]
+    fn a_small_flush_of_spans_is_left_for_a_merge() {
+        let config = StorageConfig { row_group_rows: 8000, ..StorageConfig::default() };
+        assert_eq!(FileKind::of_flush(Table::Traces, 999, &config), FileKind::Flushed);
+        assert_eq!(FileKind::of_flush(Table::Logs, 1000, &config), FileKind::Final);
+        assert_eq!(FileKind::of_flush(Table::MetricsSum, 100_000, &config), FileKind::Flushed);
     }
 
     #[test]

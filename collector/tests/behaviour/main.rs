@@ -14,9 +14,9 @@ mod data_is_queryable_before_flush;
 mod latency_alert_fires_on_expected_ticks;
 mod notifications_retry_only_what_can_succeed;
 mod profiles_are_stored_once_and_served_readably;
-mod sigterm_flushes_and_compaction_merges;
 mod promql_api_answers_like_prometheus;
 mod promql_matches_real_prometheus;
+mod sigterm_flushes_and_compaction_joins;
 mod spans_become_red_metrics;
 mod standalone_alerts_query_a_real_prometheus;
 

@@ -39,11 +39,11 @@ fn sigterm_flushes_the_memtable_and_empties_the_wal() {
     assert!(collector.metric_value(TRACE_FILES).is_some_and(|n| n >= 1.0));
 }
 
-/// SIGTERM waits for the merge under way but starts no other: a backlog of merges, as a
+/// SIGTERM waits for the compaction under way but starts no other: a backlog of them, as a
 /// restart behind many small files has, is left to the next start instead of holding up the
 /// exit (Kubernetes kills a pod that takes longer than its grace period).
 #[test]
-fn sigterm_leaves_a_backlog_of_merges_to_the_next_start() {
+fn sigterm_leaves_a_backlog_of_compactions_to_the_next_start() {
     const FILES: usize = 60;
     let mut collector = Collector::start_with(&["--compaction-min-files", "1000"]);
     for n in 0..FILES {
@@ -52,15 +52,15 @@ fn sigterm_leaves_a_backlog_of_merges_to_the_next_start() {
     }
     assert_eq!(collector.metric_value(TRACE_FILES), Some(FILES as f64));
 
-    // Two files a merge: a backlog of FILES - 1 merges, which starts at the first maintenance.
+    // Two files a compaction: a backlog of FILES - 1, which starts at the first maintenance.
     collector.restart_with(&[
         "--compaction-min-files", "2",
         "--compaction-max-input-files", "2",
         "--maintenance-interval-secs", "1",
     ]);
-    poll_until(Duration::from_secs(10), "the first merge", || match collector.metric_value("meshlight_compactions_total") {
-        Some(merges) if merges >= 1.0 => Ok(()),
-        merges => Err(format!("{merges:?} merges")),
+    poll_until(Duration::from_secs(10), "the first compaction", || match collector.metric_value("meshlight_compactions_total") {
+        Some(compactions) if compactions >= 1.0 => Ok(()),
+        compactions => Err(format!("{compactions:?} compactions")),
     });
     let status = collector.terminate();
     assert!(status.success(), "exit status {status}");
@@ -88,7 +88,9 @@ fn parquet_files(dir: &std::path::Path) -> usize {
 
 #[test]
 fn compaction_concatenates_small_files_and_retention_drops_old_partitions() {
+    // Row groups of 800 rows make a flush of 100 spans large enough to be final.
     let collector = Collector::start_with(&[
+        "--row-group-rows", "800",
         "--compaction-min-files", "3",
         "--maintenance-interval-secs", "1",
         "--retention-hours", "2",
@@ -141,10 +143,10 @@ fn resource_attributes_outlive_the_partition_whose_row_brought_them() {
     assert_eq!(post_traces(&collector.http_endpoint(), &spans("gone", 3, 10, now - 5 * HOUR_NANOS)).status, 200);
     assert_eq!(collector.metric_value(RESOURCES), Some(2.0));
     flush(&collector);
-    // A second file of the same resource, for compaction to merge with the first.
+    // A second file of the same resource, for compaction to join to the first.
     assert_eq!(post_traces(&collector.http_endpoint(), &spans("pods", 2, 50, now)).status, 200);
     flush(&collector);
-    poll_until(Duration::from_secs(15), "the expired partition dropped and the recent one merged", || {
+    poll_until(Duration::from_secs(15), "the expired partition dropped and the recent one compacted", || {
         let files = collector.metric_value(TRACE_FILES);
         let resources = collector.metric_value(RESOURCES);
         if files == Some(1.0) && count(&collector) == Some(100) && resources == Some(2.0) {
