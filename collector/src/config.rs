@@ -132,9 +132,10 @@ pub struct StorageConfig {
     pub row_group_rows: usize,
     /// zstd level of Parquet files (1–22): of flushes of spans and log records, and of
     /// every merge. Flushes of metrics and profiles, and small ones of spans and log
-    /// records, are written uncompressed, since compaction merges them soon. Pages are small (4096 rows of a column), so higher
-    /// levels find little more to remove: merging flushed mesh spans at level 3 took about
-    /// 10 % more CPU than at 1 for 0.7 % smaller files.
+    /// records, are written uncompressed, since compaction merges them soon. Pages are
+    /// small (4096 rows of a column), so higher levels find little more to remove: merging
+    /// flushed mesh spans at level 3 took about 10 % more CPU than at 1 for 0.7 % smaller
+    /// files.
     pub zstd_level: i32,
     /// While an hour is open, compact once it has this many files of similar size (a
     /// tier); more means fewer rewrites of each byte, but more files for queries to open

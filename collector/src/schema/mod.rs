@@ -115,7 +115,7 @@ impl Table {
     /// Sort order inside a Parquet file, chosen so that similar rows sit together and
     /// compress well (and, for metrics, so that time-range scans within a series are
     /// contiguous). A flush keeps rows that tie in the order they arrived in; a merge keeps
-    /// each input's ties together, in the order it takes the inputs.
+    /// each input's order among them, but not arrival order across inputs.
     ///
     /// Spans and log records end with their group, not with their time: arrival order is
     /// nearly time order, so pages of one operation still cover narrow time ranges and

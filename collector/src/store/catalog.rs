@@ -34,9 +34,10 @@ pub(crate) fn hour_of(nanos: i64) -> i64 {
     nanos.div_euclid(NANOS_PER_HOUR)
 }
 
-/// How the name of an uncompressed flushed file ends: flushes of the tables that compaction
-/// merges (metrics, profiles) write these (see `parquet::FileKind`). Every other file, of
-/// a flush of spans or log records or of a compaction, ends in plain `.parquet`.
+/// How the name of an uncompressed flushed file ends, which compaction merges: flushes of
+/// metrics and profiles, and small flushes of spans and log records (see
+/// `parquet::FileKind`). Every other file, of a larger flush of spans or log records or of
+/// a compaction, ends in plain `.parquet`.
 pub(crate) const FLUSHED_SUFFIX: &str = ".flush.parquet";
 
 impl FileMeta {

@@ -432,9 +432,11 @@ mod tests {
         for settled in [false, true] {
             assert_eq!(names(pick_inputs(files.clone(), settled, &config)), ["c.flush.parquet", "a.flush.parquet"]);
         }
-        // Final files once no flushed ones qualify: a lone flushed file waits for its peers.
+        // Final files once no flushed ones qualify: a lone flushed file waits for its peers
+        // while the hour is open, and is compressed alone once it is over.
         let files = vec![file("a.flush.parquet", 30), file("b.parquet", 10), file("d.parquet", 15)];
-        assert_eq!(names(pick_inputs(files, false, &config)), ["b.parquet", "d.parquet"]);
+        assert_eq!(names(pick_inputs(files.clone(), false, &config)), ["b.parquet", "d.parquet"]);
+        assert_eq!(names(pick_inputs(files, true, &config)), ["a.flush.parquet"]);
         // Metric files are always merged, so they gain nothing from the separation.
         let metrics = ["a.flush.parquet", "b.parquet", "c.flush.parquet", "d.parquet"].map(|name| metric_file(name, 10)).to_vec();
         assert_eq!(pick_inputs(metrics, true, &config).len(), 4);

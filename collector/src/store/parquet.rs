@@ -52,16 +52,17 @@ pub(crate) fn new_id() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileKind {
     /// A flush of a table whose files compaction merges (metrics, profiles), or a small
-    /// flush of spans or log records: not compressed. Compaction soon rewrites the file, and until then compressing it would
-    /// cost the flush CPU time and each merge a zstd decoder, about 160 KB, for every
-    /// column of every input. Dictionaries stay although interning costs a flush about a
-    /// sixth of its time: without them a file of mesh spans, whose resource attributes
-    /// repeat on every row, was ten times larger (9.6 MB instead of 0.93), and the
-    /// collector's peak RSS at 10 000 spans/s rose from about 170 to 250 MiB.
+    /// flush of spans or log records: not compressed. Compaction soon rewrites the file,
+    /// and until then compressing it would cost the flush CPU time and each merge a zstd
+    /// decoder, about 160 KB, for every column of every input. Dictionaries stay although
+    /// interning costs a flush about a sixth of its time: without them a file of mesh
+    /// spans, whose resource attributes repeat on every row, was ten times larger (9.6 MB
+    /// instead of 0.93), and the collector's peak RSS at 10 000 spans/s rose from about 170
+    /// to 250 MiB.
     Flushed,
     /// A file no merge reads again unless its schema is outdated: zstd at
-    /// `storage.zstd_level`. Merges write these, and so do flushes of tables whose files
-    /// compaction only concatenates ([`Table::flushes_final_files`]).
+    /// `storage.zstd_level`. Merges write these, and so do flushes, other than small ones,
+    /// of tables whose files compaction only concatenates ([`Table::flushes_final_files`]).
     Final,
 }
 
