@@ -105,12 +105,12 @@ impl Compactor<'_> {
     /// returns how many ran. A partition whose compaction failed waits a maintenance
     /// interval, unless `force`d.
     fn compact_all(&mut self, force: bool) -> usize {
-        let mut merges = 0;
+        let mut compactions = 0;
         for table in Table::ALL {
             let partitions = self.shared.read().catalog.partitions(table);
             for (hour, files) in partitions {
                 if self.stopping() {
-                    return merges;
+                    return compactions;
                 }
                 let backing_off = self.retry_at.get(&(table, hour)).is_some_and(|at| Instant::now() < *at);
                 if backing_off && !force {
@@ -124,7 +124,7 @@ impl Compactor<'_> {
                 match self.compact(table, hour, &inputs) {
                     Ok(()) => {
                         self.retry_at.remove(&(table, hour));
-                        merges += 1;
+                        compactions += 1;
                     }
                     Err(error) => {
                         tracing::error!(%error, table = table.name(), hour, "compaction failed; retrying later");
@@ -134,7 +134,7 @@ impl Compactor<'_> {
                 }
             }
         }
-        merges
+        compactions
     }
 
     /// Joins `inputs`, files of one partition, into one: concatenated if they allow it,
@@ -408,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn an_hour_of_spans_is_copied_a_few_times_and_never_merged() {
+    fn an_hour_of_flushed_spans_is_copied_about_once_a_tier() {
         // An hour at 10 000 mesh spans/s: a 10 MiB memtable holds about 8500 of them, which
         // flush as about 32 bytes each.
         let spans_per_flush = 8500;

@@ -452,7 +452,7 @@ pub(crate) fn merge_sorted_files(
     config: &StorageConfig,
     resources: &ResourceCatalog,
 ) -> Result<Merged, StoreError> {
-    let path = partition_dir(data_dir, table, hour).join(format!("{}{}", new_id(), FileKind::Final.suffix()));
+    let path = compaction_output(data_dir, table, hour);
     let mut merge = SortedMerge::open(table, inputs, COMPACTION_READ_ROWS, COMPACTION_BATCH_ROWS)?;
     // Trace ids per row group are at most the row group's rows: an upper bound that keeps
     // the filter's false-positive rate at or below its target.
@@ -494,7 +494,7 @@ pub(crate) fn concatenate_files(data_dir: &Path, table: Table, hour: i64, inputs
     // The key-value metadata holds the Arrow schema, the table's in every input.
     let key_values = first.metadata().file_metadata().key_value_metadata().cloned();
     let properties = WriterProperties::builder().set_key_value_metadata(key_values).build();
-    let path = partition_dir(data_dir, table, hour).join(format!("{}{}", new_id(), FileKind::Final.suffix()));
+    let path = compaction_output(data_dir, table, hour);
     let tmp = File::create(tmp_path(&path)).map_err(StoreError::io("create parquet file"))?;
     let mut writer = SerializedFileWriter::new(tmp, schema.root_schema_ptr(), Arc::new(properties))
         .map_err(StoreError::parquet("open parquet writer"))?;
@@ -528,12 +528,17 @@ pub(crate) fn concatenate_files(data_dir: &Path, table: Table, hour: i64, inputs
     Ok(Some(Merged { file: FileMeta { path, table, hour, bytes }, rows }))
 }
 
+/// Where a compaction of a partition writes its file (as a `.tmp` until committed).
+fn compaction_output(data_dir: &Path, table: Table, hour: i64) -> PathBuf {
+    partition_dir(data_dir, table, hour).join(format!("{}{}", new_id(), FileKind::Final.suffix()))
+}
+
 /// A compaction input that Parquet cannot read, reported by its path.
 fn corrupt(input: &Path) -> impl Fn(parquet::errors::ParquetError) -> StoreError + '_ {
     move |error| StoreError::Corrupt(format!("{}: {error}", input.display()))
 }
 
-/// The file a merge wrote, and its rows.
+/// The file a compaction (merge or concatenation) wrote, and its rows.
 pub(crate) struct Merged {
     pub(crate) file: FileMeta,
     pub(crate) rows: u64,
