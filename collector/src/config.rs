@@ -71,6 +71,13 @@ pub struct Limits {
     pub memory_limit_bytes: usize,
     /// Seconds a refused client is told to wait before retrying.
     pub retry_after_secs: u64,
+    /// Largest HTTP/2 frame an OTLP/gRPC client may send (16 384 to 16 777 215). A request
+    /// arrives in frames of at most this size, each handled on its own, and a connection's
+    /// read buffer grows to hold one. The default is the connection's flow-control window
+    /// (1 MiB), which bounds what a client may have in flight anyway. HTTP/2's own default,
+    /// 16 KiB, cut a request of 500 spec spans (277 KB) into 17 frames; 1 MiB frames took
+    /// about 0.1 µs a span, 4 %, off the request path's CPU time.
+    pub grpc_max_frame_bytes: u32,
 }
 
 impl Default for Limits {
@@ -79,6 +86,7 @@ impl Default for Limits {
             max_request_bytes: 64 << 20,
             memory_limit_bytes: 512 << 20,
             retry_after_secs: 1,
+            grpc_max_frame_bytes: 1 << 20,
         }
     }
 }
@@ -287,6 +295,10 @@ pub enum ConfigError {
     Invalid { setting: &'static str, reason: String },
 }
 
+/// The range of `SETTINGS_MAX_FRAME_SIZE` that HTTP/2 allows (RFC 9113, section 6.5.2).
+const HTTP2_MIN_MAX_FRAME_SIZE: u32 = 1 << 14;
+const HTTP2_MAX_MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
+
 impl Config {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -304,6 +316,9 @@ impl Config {
         }
         if self.limits.memory_limit_bytes < self.limits.max_request_bytes {
             return invalid("limits.memory_limit_bytes", "must be at least limits.max_request_bytes");
+        }
+        if !(HTTP2_MIN_MAX_FRAME_SIZE..=HTTP2_MAX_MAX_FRAME_SIZE).contains(&self.limits.grpc_max_frame_bytes) {
+            return invalid("limits.grpc_max_frame_bytes", "must be between 16384 and 16777215 (RFC 9113)");
         }
         if self.storage.flush_bytes == 0 || self.storage.flush_bytes > self.limits.memory_limit_bytes {
             return invalid("storage.flush_bytes", "must be positive and at most limits.memory_limit_bytes");
@@ -392,5 +407,12 @@ mod tests {
         config.storage.compaction_max_input_files = 1;
         let error = config.validate().expect_err("a merge of one file");
         assert!(error.to_string().contains("storage.compaction_max_input_files"), "{error}");
+
+        for frame_bytes in [(1 << 14) - 1, 1 << 24] {
+            let mut config = Config::default();
+            config.limits.grpc_max_frame_bytes = frame_bytes;
+            let error = config.validate().expect_err("a frame size HTTP/2 does not allow");
+            assert!(error.to_string().contains("limits.grpc_max_frame_bytes"), "{error}");
+        }
     }
 }

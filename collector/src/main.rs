@@ -84,6 +84,9 @@ struct ServeArgs {
     /// limits.retry_after_secs: back-off advertised to refused clients [default: 1].
     #[arg(long)]
     retry_after_secs: Option<u64>,
+    /// limits.grpc_max_frame_bytes: largest HTTP/2 frame an OTLP/gRPC client may send [default: 1048576].
+    #[arg(long)]
+    grpc_max_frame_bytes: Option<u32>,
     /// wal.fsync: when the WAL is fsynced [default: always].
     #[arg(long, value_enum)]
     fsync: Option<FsyncPolicy>,
@@ -197,6 +200,7 @@ impl ServeArgs {
         set(&mut config.limits.max_request_bytes, self.max_request_bytes);
         set(&mut config.limits.memory_limit_bytes, self.memory_limit_bytes);
         set(&mut config.limits.retry_after_secs, self.retry_after_secs);
+        set(&mut config.limits.grpc_max_frame_bytes, self.grpc_max_frame_bytes);
         set(&mut config.wal.fsync, self.fsync);
         set(&mut config.wal.fsync_interval_ms, self.fsync_interval_ms);
         set(&mut config.wal.group_commit_max_bytes, self.group_commit_max_bytes);

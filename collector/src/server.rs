@@ -125,6 +125,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     });
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            .max_frame_size(Some(config.limits.grpc_max_frame_bytes))
             .add_routes(otlp_grpc::routes(&ingestor))
             .serve_with_incoming_shutdown(
                 // A response goes out as several small writes (headers, message, trailers):

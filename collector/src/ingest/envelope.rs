@@ -4,8 +4,8 @@
 //! span's attribute, event and link lists, only for conversion to copy them into Arrow and
 //! drop them again. A [`TraceExport`] decodes the envelope (resources and scopes) and keeps
 //! each span as the slice of the request that encodes it. Conversion decodes the spans one
-//! at a time into a single reused [`Span`](super::wire::Span) (see [`decode_span`]), whose
-//! lists keep their capacity from one span to the next.
+//! at a time into a single reused [`SpanView`](super::span::SpanView), whose lists keep
+//! their capacity from one span to the next.
 //!
 //! A malformed span still fails the whole request, as a malformed request does: it is
 //! found during conversion, before anything is written.
@@ -13,18 +13,8 @@
 use bytes::Bytes;
 use prost::Message as _;
 
-use super::wire::{InstrumentationScope, Resource, Span};
-
-/// Why a request is not valid protobuf.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    /// The envelope (request, resource, scope) does not parse.
-    #[error("{0}")]
-    Malformed(&'static str),
-    /// prost could not decode a message inside it: a resource, a scope or a span.
-    #[error(transparent)]
-    Decode(#[from] prost::DecodeError),
-}
+use super::protobuf::{WireError, WireValue, fields};
+use super::wire::{InstrumentationScope, Resource};
 
 /// `ExportTraceServiceRequest`, its spans left encoded.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +42,13 @@ impl TraceExport {
     /// Decodes the envelope of an encoded `ExportTraceServiceRequest`.
     pub fn decode(body: &Bytes) -> Result<Self, WireError> {
         let mut export = TraceExport::default();
-        for_each_message_field(body, 1, |_, field| {
-            export.resource_spans.push(ResourceSpans::decode(&field)?);
-            Ok(())
-        })?;
+        for field in fields(body) {
+            match field? {
+                (1, WireValue::Len(resource_spans)) => export.resource_spans.push(ResourceSpans::decode(body, resource_spans)?),
+                (field @ 1, _) => return Err(WireError::WrongWireType { message: "ExportTraceServiceRequest", field }),
+                _ => {}
+            }
+        }
         Ok(export)
     }
 
@@ -70,133 +63,49 @@ impl TraceExport {
 }
 
 impl ResourceSpans {
-    fn decode(encoded: &Bytes) -> Result<Self, WireError> {
+    /// Decodes `encoded`, a slice of `body`.
+    fn decode(body: &Bytes, encoded: &[u8]) -> Result<Self, WireError> {
         let mut resource_spans = ResourceSpans::default();
-        for_each_message_field(encoded, 3, |tag, field| {
-            match tag {
-                1 => resource_spans.resource.get_or_insert_default().merge(field)?,
-                2 => resource_spans.scope_spans.push(ScopeSpans::decode(&field)?),
-                _ => resource_spans.schema_url = field,
+        for field in fields(encoded) {
+            match field? {
+                (1, WireValue::Len(resource)) => resource_spans.resource.get_or_insert_default().merge(body.slice_ref(resource))?,
+                (2, WireValue::Len(scope_spans)) => resource_spans.scope_spans.push(ScopeSpans::decode(body, scope_spans)?),
+                (3, WireValue::Len(url)) => resource_spans.schema_url = body.slice_ref(url),
+                (field @ 1..=3, _) => return Err(WireError::WrongWireType { message: "ResourceSpans", field }),
+                _ => {}
             }
-            Ok(())
-        })?;
+        }
         Ok(resource_spans)
     }
 }
 
 impl ScopeSpans {
-    fn decode(encoded: &Bytes) -> Result<Self, WireError> {
+    /// Decodes `encoded`, a slice of `body`.
+    fn decode(body: &Bytes, encoded: &[u8]) -> Result<Self, WireError> {
         let mut scope_spans = ScopeSpans::default();
-        for_each_message_field(encoded, 3, |tag, field| {
-            match tag {
-                1 => scope_spans.scope.get_or_insert_default().merge(field)?,
-                2 => scope_spans.spans.push(field),
-                _ => scope_spans.schema_url = field,
+        for field in fields(encoded) {
+            match field? {
+                (1, WireValue::Len(scope)) => scope_spans.scope.get_or_insert_default().merge(body.slice_ref(scope))?,
+                (2, WireValue::Len(span)) => scope_spans.spans.push(body.slice_ref(span)),
+                (3, WireValue::Len(url)) => scope_spans.schema_url = body.slice_ref(url),
+                (field @ 1..=3, _) => return Err(WireError::WrongWireType { message: "ScopeSpans", field }),
+                _ => {}
             }
-            Ok(())
-        })?;
+        }
         Ok(scope_spans)
-    }
-}
-
-/// Decodes an encoded span into `span`, replacing what it held but keeping the capacity of
-/// its lists.
-pub fn decode_span(encoded: &Bytes, span: &mut Span) -> Result<(), WireError> {
-    span.clear();
-    Ok(span.merge(encoded.clone())?)
-}
-
-/// Calls `each` with the number and bytes of every field of the message `encoded` numbered
-/// `1..=last_tag`, in wire order, and skips the others (unknown fields). Every field up to
-/// `last_tag` must be length-delimited, as in the envelope messages of OTLP.
-fn for_each_message_field(
-    encoded: &Bytes,
-    last_tag: u64,
-    mut each: impl FnMut(u64, Bytes) -> Result<(), WireError>,
-) -> Result<(), WireError> {
-    let mut reader = Reader { bytes: encoded, at: 0 };
-    while reader.at < encoded.len() {
-        let key = reader.varint()?;
-        let (tag, wire_type) = (key >> 3, key & 0b111);
-        if tag == 0 || tag > u64::from(u32::MAX >> 3) {
-            return Err(WireError::Malformed("invalid field number"));
-        }
-        match wire_type {
-            LENGTH_DELIMITED => {
-                let field = reader.length_delimited()?;
-                if tag <= last_tag {
-                    each(tag, field)?;
-                }
-            }
-            _ if tag <= last_tag => return Err(WireError::Malformed("invalid wire type")),
-            VARINT => {
-                reader.varint()?;
-            }
-            FIXED64 => reader.skip(8)?,
-            FIXED32 => reader.skip(4)?,
-            _ => return Err(WireError::Malformed("unsupported wire type")),
-        }
-    }
-    Ok(())
-}
-
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LENGTH_DELIMITED: u64 = 2;
-const FIXED32: u64 = 5;
-
-/// A cursor over an encoded message.
-struct Reader<'a> {
-    bytes: &'a Bytes,
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn varint(&mut self) -> Result<u64, WireError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some(&byte) = self.bytes.get(self.at) else {
-                return Err(WireError::Malformed("truncated varint"));
-            };
-            self.at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(WireError::Malformed("varint longer than ten bytes"))
-    }
-
-    fn skip(&mut self, len: usize) -> Result<(), WireError> {
-        self.take(len).map(drop)
-    }
-
-    fn length_delimited(&mut self) -> Result<Bytes, WireError> {
-        let len = usize::try_from(self.varint()?).map_err(|_| WireError::Malformed("field too long"))?;
-        self.take(len)
-    }
-
-    fn take(&mut self, len: usize) -> Result<Bytes, WireError> {
-        let end = self.at.checked_add(len).filter(|end| *end <= self.bytes.len());
-        let Some(end) = end else {
-            return Err(WireError::Malformed("field runs past the end of its message"));
-        };
-        let field = self.bytes.slice(self.at..end);
-        self.at = end;
-        Ok(field)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use prost::Message as _;
+    use prost::Message;
 
     use super::*;
-    use crate::ingest::wire;
+    use crate::ingest::span::SpanView;
     use crate::test_data::sample_traces_request;
 
     #[test]
-    fn envelope_and_spans_decode_to_what_prost_decodes() {
+    fn the_envelope_decodes_as_prost_does_and_keeps_spans_encoded() {
         let mut request = sample_traces_request(3);
         request.resource_spans[0].schema_url = Bytes::from_static(b"https://opentelemetry.io/schemas/1.26.0");
         let encoded = Bytes::from(request.encode_to_vec());
@@ -208,24 +117,9 @@ mod tests {
         assert_eq!(resource_spans.schema_url, expected.schema_url);
         let (scope_spans, expected) = (&resource_spans.scope_spans[0], &expected.scope_spans[0]);
         assert_eq!(scope_spans.scope, expected.scope);
-        let mut span = wire::Span::default();
-        for (encoded, expected) in scope_spans.spans.iter().zip(&expected.spans) {
-            decode_span(encoded, &mut span).expect("valid span");
-            assert_eq!(&span, expected);
-        }
-    }
-
-    #[test]
-    fn a_reused_span_keeps_nothing_of_the_previous_one() {
-        let request = sample_traces_request(2);
-        let mut spans = request.resource_spans[0].scope_spans[0].spans.clone();
-        spans[1].attributes.clear();
-        spans[1].status = None;
-        let mut span = wire::Span::default();
-        for expected in &spans {
-            decode_span(&Bytes::from(expected.encode_to_vec()), &mut span).expect("valid span");
-            assert_eq!(&span, expected);
-        }
+        assert_eq!(scope_spans.schema_url, expected.schema_url);
+        let expected_spans: Vec<Vec<u8>> = expected.spans.iter().map(Message::encode_to_vec).collect();
+        assert_eq!(scope_spans.spans, expected_spans);
     }
 
     #[test]
@@ -252,6 +146,6 @@ mod tests {
         let encoded = Bytes::from_static(&[(1 << 3) | 2, 5, (2 << 3) | 2, 3, (2 << 3) | 2, 1, 0xff]);
         let export = TraceExport::decode(&encoded).expect("the envelope is valid");
         let encoded_span = &export.resource_spans[0].scope_spans[0].spans[0];
-        assert!(decode_span(encoded_span, &mut wire::Span::default()).is_err());
+        assert!(SpanView::default().decode(encoded_span).is_err());
     }
 }

@@ -9,6 +9,8 @@ mod decompress;
 pub mod envelope;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod protobuf;
+pub mod span;
 pub mod wire;
 
 use std::sync::Arc;
@@ -67,8 +69,8 @@ pub enum IngestError {
     Store(StoreError),
 }
 
-impl From<envelope::WireError> for IngestError {
-    fn from(error: envelope::WireError) -> Self {
+impl From<protobuf::WireError> for IngestError {
+    fn from(error: protobuf::WireError) -> Self {
         IngestError::Invalid(format!("protobuf: {error}"))
     }
 }
@@ -83,7 +85,7 @@ impl IngestError {
 impl Export {
     /// Decodes an OTLP protobuf body.
     pub fn decode_protobuf(signal: Signal, body: Bytes) -> Result<Export, IngestError> {
-        let invalid = |error: prost::DecodeError| IngestError::from(envelope::WireError::Decode(error));
+        let invalid = |error: prost::DecodeError| IngestError::from(protobuf::WireError::Decode(error));
         let request = match signal {
             Signal::Traces => Request::Traces(envelope::TraceExport::decode(&body)?),
             Signal::Metrics => Request::Metrics(wire::ExportMetricsServiceRequest::decode(body.clone()).map_err(invalid)?),

@@ -7,6 +7,9 @@
 //! items of the same request are stored. With `String` fields prost fails the whole request.
 //! On the wire `string` and `bytes` are the same length-delimited encoding, so these types
 //! decode exactly what any OTLP exporter sends.
+//!
+//! Spans are not decoded with these types but in place (see [`super::span`]); the trace
+//! types here build and encode requests for tests.
 #![allow(missing_docs, reason = "field names and meanings are those of the OTLP .proto files")]
 
 use bytes::Bytes;

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::content_hash::{AttributeSetHash, ContentHash};
+use crate::ingest::span::{AttributeView, ValueView};
 use crate::ingest::wire::{AnyValue, InstrumentationScope, KeyValue, Resource, any_value};
 use crate::schema::{RejectReason, Rejections, Table, batch};
 
@@ -83,6 +84,19 @@ impl TextRows {
         self.row_invalid |= !value.is_none_or(any_value_is_text);
         any_value_to_string(value, scratch);
         scratch
+    }
+
+    /// [`Self::value`] for a value borrowed from the request.
+    pub(crate) fn value_view<'a>(&mut self, value: &'a ValueView<'a>, scratch: &'a mut String) -> &'a str {
+        match value {
+            ValueView::String(text) => self.text(text),
+            ValueView::Decoded(value) => self.value(Some(value), scratch),
+            _ => {
+                scratch.clear();
+                push_scalar(value, scratch);
+                scratch
+            }
+        }
     }
 
     /// Ends the row being appended; returns whether the batch will keep it.
@@ -175,17 +189,34 @@ pub fn any_value_to_string(value: Option<&AnyValue>, out: &mut String) {
     let Some(value) = value.and_then(|v| v.value.as_ref()) else {
         return;
     };
-    match value {
-        any_value::Value::StringValue(s) => out.push_str(text(s)),
-        any_value::Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
-        any_value::Value::IntValue(i) => {
-            let _ = write!(out, "{i}");
+    let scalar = match value {
+        any_value::Value::StringValue(s) => {
+            out.push_str(text(s));
+            return;
         }
-        any_value::Value::DoubleValue(d) => push_double(*d, out),
-        any_value::Value::BytesValue(bytes) => BASE64.encode_string(bytes, out),
         any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_) => {
             out.push_str(&any_value_to_json(value).to_string());
+            return;
         }
+        any_value::Value::BoolValue(b) => ValueView::Bool(*b),
+        any_value::Value::IntValue(i) => ValueView::Int(*i),
+        any_value::Value::DoubleValue(d) => ValueView::Double(*d),
+        any_value::Value::BytesValue(bytes) => ValueView::Bytes(bytes),
+    };
+    push_scalar(&scalar, out);
+}
+
+/// Appends a value that holds no text as [`any_value_to_string`] renders it. Text is
+/// checked for [`TextRows`] first: a string or a decoded value appends nothing here.
+fn push_scalar(value: &ValueView<'_>, out: &mut String) {
+    match value {
+        ValueView::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        ValueView::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        ValueView::Double(d) => push_double(*d, out),
+        ValueView::Bytes(bytes) => BASE64.encode_string(bytes, out),
+        ValueView::Empty | ValueView::String(_) | ValueView::Decoded(_) => {}
     }
 }
 
@@ -377,11 +408,40 @@ impl<'a> Context<'a> {
     }
 }
 
+/// A key-value pair as conversion reads it: decoded by prost ([`KeyValue`]: resources,
+/// scopes, log records, metrics) or borrowed from the request ([`AttributeView`]: spans).
+pub(crate) trait Attribute {
+    fn key(&self) -> &[u8];
+
+    /// The value as stored, checking its text for `rows` (see [`TextRows::value`]).
+    fn value<'a>(&'a self, rows: &mut TextRows, scratch: &'a mut String) -> &'a str;
+}
+
+impl Attribute for KeyValue {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn value<'a>(&'a self, rows: &mut TextRows, scratch: &'a mut String) -> &'a str {
+        rows.value(self.value.as_ref(), scratch)
+    }
+}
+
+impl Attribute for AttributeView<'_> {
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+
+    fn value<'a>(&'a self, rows: &mut TextRows, scratch: &'a mut String) -> &'a str {
+        rows.value_view(&self.value, scratch)
+    }
+}
+
 /// Appends one map row holding `attributes`, checking their text for `rows`; `scratch` is
 /// reused across calls.
 pub(crate) fn append_attributes(
     builder: &mut AttributesBuilder,
-    attributes: &[KeyValue],
+    attributes: &[impl Attribute],
     rows: &mut TextRows,
     scratch: &mut String,
 ) {
@@ -391,14 +451,14 @@ pub(crate) fn append_attributes(
 /// [`append_attributes`], showing `each` every key and value as stored.
 pub(crate) fn append_attributes_with(
     builder: &mut AttributesBuilder,
-    attributes: &[KeyValue],
+    attributes: &[impl Attribute],
     rows: &mut TextRows,
     scratch: &mut String,
     mut each: impl FnMut(&str, &str),
 ) {
-    for kv in attributes {
-        let key = rows.text(&kv.key);
-        let value = rows.value(kv.value.as_ref(), scratch);
+    for attribute in attributes {
+        let key = rows.text(attribute.key());
+        let value = attribute.value(rows, scratch);
         builder.keys().append_value(key);
         builder.values().append_value(value);
         each(key, value);

@@ -12,8 +12,9 @@ use super::attributes::{
     u32_list_builder,
 };
 use super::{Columns as _, RejectReason, Rejections, Table, columns};
-use crate::ingest::envelope::{TraceExport, WireError, decode_span};
-use crate::ingest::wire::Span;
+use crate::ingest::envelope::TraceExport;
+use crate::ingest::protobuf::WireError;
+use crate::ingest::span::SpanView;
 
 columns! {
     /// The columns of `otel_traces`.
@@ -57,13 +58,13 @@ columns! {
 
 impl TraceColumns {
     /// Appends one span; `rows` checks its text.
-    fn append(&mut self, context: &Context<'_>, span: &Span, start: i64, rows: &mut TextRows, scratch: &mut String) {
+    fn append(&mut self, context: &Context<'_>, span: &SpanView<'_>, start: i64, rows: &mut TextRows, scratch: &mut String) {
         self.timestamp.append_value(start);
-        append_hex(&mut self.trace_id, &span.trace_id);
-        append_hex(&mut self.span_id, &span.span_id);
-        append_hex(&mut self.parent_span_id, &span.parent_span_id);
-        self.trace_state.append_value(rows.text(&span.trace_state));
-        self.span_name.append_value(rows.text(&span.name));
+        append_hex(&mut self.trace_id, span.trace_id);
+        append_hex(&mut self.span_id, span.span_id);
+        append_hex(&mut self.parent_span_id, span.parent_span_id);
+        self.trace_state.append_value(rows.text(span.trace_state));
+        self.span_name.append_value(rows.text(span.name));
         self.span_kind.append_value(span_kind_name(span.kind));
         self.service_name.append_value(&context.resource.service_name);
         let holds_resource = context.resource.append_to(&mut self.resource_id, &mut self.resource_attributes);
@@ -71,15 +72,15 @@ impl TraceColumns {
         self.scope_version.append_value(context.scope_version);
         append_attributes(&mut self.span_attributes, &span.attributes, rows, scratch);
         self.duration.append_value(span.end_time_unix_nano - span.start_time_unix_nano);
-        let status = span.status.as_ref();
-        self.status_code.append_value(status_code_name(status.map_or(0, |s| s.code)));
-        self.status_message.append_value(status.map_or("", |s| rows.text(&s.message)));
+        self.status_code.append_value(status_code_name(span.status_code));
+        self.status_message.append_value(rows.text(span.status_message));
 
         for event in &span.events {
             // Event times were range-checked by `check_span`.
             self.events_timestamp.values().append_value(nanos(event.time_unix_nano).unwrap_or(0));
-            self.events_name.values().append_value(rows.text(&event.name));
-            append_attributes(self.events_attributes.values(), &event.attributes, rows, scratch);
+            self.events_name.values().append_value(rows.text(event.name));
+            let attributes = span.nested_attributes(&event.attributes);
+            append_attributes(self.events_attributes.values(), attributes, rows, scratch);
             self.events_dropped_attributes_count.values().append_value(event.dropped_attributes_count);
         }
         end_list(&mut self.events_timestamp);
@@ -88,10 +89,11 @@ impl TraceColumns {
         end_list(&mut self.events_dropped_attributes_count);
 
         for link in &span.links {
-            append_hex(self.links_trace_id.values(), &link.trace_id);
-            append_hex(self.links_span_id.values(), &link.span_id);
-            self.links_trace_state.values().append_value(rows.text(&link.trace_state));
-            append_attributes(self.links_attributes.values(), &link.attributes, rows, scratch);
+            append_hex(self.links_trace_id.values(), link.trace_id);
+            append_hex(self.links_span_id.values(), link.span_id);
+            self.links_trace_state.values().append_value(rows.text(link.trace_state));
+            let attributes = span.nested_attributes(&link.attributes);
+            append_attributes(self.links_attributes.values(), attributes, rows, scratch);
             self.links_flags.values().append_value(link.flags);
             self.links_dropped_attributes_count.values().append_value(link.dropped_attributes_count);
         }
@@ -123,7 +125,7 @@ pub fn traces_to_batch(
     let mut columns = TraceColumns::default();
     let mut rows = TextRows::default();
     let mut scratch = String::new();
-    let mut span = Span::default();
+    let mut span = SpanView::default();
     for resource_spans in &request.resource_spans {
         if let Err(reason) = check_resource(resource_spans.resource.as_ref(), &resource_spans.schema_url) {
             rejections.add(reason, resource_spans.scope_spans.iter().map(|s| s.spans.len() as u64).sum());
@@ -137,7 +139,7 @@ pub fn traces_to_batch(
             }
             let context = Context::new(&resource, scope_spans.scope.as_ref(), &scope_spans.schema_url);
             for encoded in &scope_spans.spans {
-                decode_span(encoded, &mut span)?;
+                span.decode(encoded)?;
                 match check_span(&span) {
                     Ok(start) => columns.append(&context, &span, start, &mut rows, &mut scratch),
                     Err(reason) => rejections.add(reason, 1),
@@ -150,12 +152,12 @@ pub fn traces_to_batch(
 
 /// Validates a span but for its text, which `TextRows` checks as the span is appended;
 /// returns its start time as stored.
-fn check_span(span: &Span) -> Result<i64, RejectReason> {
-    if !is_valid_id(&span.trace_id, 16) {
+fn check_span(span: &SpanView<'_>) -> Result<i64, RejectReason> {
+    if !is_valid_id(span.trace_id, 16) {
         return Err(RejectReason::InvalidTraceId);
     }
-    let parent_ok = span.parent_span_id.is_empty() || is_valid_id(&span.parent_span_id, 8);
-    if !is_valid_id(&span.span_id, 8) || !parent_ok {
+    let parent_ok = span.parent_span_id.is_empty() || is_valid_id(span.parent_span_id, 8);
+    if !is_valid_id(span.span_id, 8) || !parent_ok {
         return Err(RejectReason::InvalidSpanId);
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
@@ -164,7 +166,7 @@ fn check_span(span: &Span) -> Result<i64, RejectReason> {
     let links_ok = span
         .links
         .iter()
-        .all(|link| is_valid_id(&link.trace_id, 16) && is_valid_id(&link.span_id, 8));
+        .all(|link| is_valid_id(link.trace_id, 16) && is_valid_id(link.span_id, 8));
     if !links_ok {
         return Err(RejectReason::InvalidSpanId);
     }
@@ -205,6 +207,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::ingest::wire::{KeyValue, Span};
     use crate::test_data::{convert_traces, request_with, sample_traces_request, span};
 
     fn map_row(map: &MapArray, row: usize) -> Vec<(String, String)> {
@@ -282,6 +285,43 @@ mod tests {
             ]
         );
         assert!(rejections.message().contains("invalid_utf8"));
+    }
+
+    #[test]
+    fn invalid_text_anywhere_in_a_span_rejects_it() {
+        use crate::ingest::wire::any_value::Value;
+        use crate::ingest::wire::{AnyValue, ArrayValue, KeyValueList};
+        use crate::test_data::{attribute, string};
+
+        let invalid = || Bytes::from_static(&[0xff, 0xfe]);
+        let invalid_string = || AnyValue { value: Some(Value::StringValue(invalid())) };
+        let mut spans: Vec<Span> = Vec::new();
+        let mut with = |change: &dyn Fn(&mut Span)| {
+            let mut span = span(spans.len() as u64 + 2, 1_000);
+            change(&mut span);
+            spans.push(span);
+        };
+        with(&|span| span.trace_state = invalid());
+        with(&|span| span.status.as_mut().expect("a status").message = invalid());
+        with(&|span| span.events[0].name = invalid());
+        with(&|span| span.events[0].attributes[0].key = invalid());
+        with(&|span| span.links[0].trace_state = invalid());
+        with(&|span| span.links[0].attributes = vec![KeyValue { key: Bytes::from_static(b"k"), value: Some(invalid_string()) }]);
+        // Nested values, decoded by prost: an array's item, a key-value list's key.
+        with(&|span| span.attributes.push(attribute("array", Value::ArrayValue(ArrayValue { values: vec![invalid_string()] }))));
+        with(&|span| {
+            let list = KeyValueList { values: vec![KeyValue { key: invalid(), value: None }] };
+            span.attributes.push(attribute("list", Value::KvlistValue(list)));
+        });
+        let invalid_spans = spans.len() as u64;
+        spans.push(span(1, 1_000));
+        spans[invalid_spans as usize].attributes.push(attribute("valid", string("é")));
+
+        let mut rejections = Rejections::default();
+        let batch = convert_traces(&request_with(spans), &mut rejections).expect("the valid span");
+        assert_eq!(rejections.by_reason().collect::<Vec<_>>(), [(RejectReason::InvalidUtf8, invalid_spans)]);
+        let span_ids = batch.column_by_name("SpanId").expect("SpanId").as_string::<i32>();
+        assert_eq!(span_ids.iter().collect::<Vec<_>>(), [Some("0000000000000002")]);
     }
 
     #[test]
