@@ -5,8 +5,8 @@
 //! and attribute key (a reference count raised and dropped again for each), and pushing
 //! every attribute, event and link as a message of its own. A view reads the same fields
 //! as slices of the request, and keeps them only until conversion has copied the span into
-//! Arrow. Decoding the spec shape's spans (10 string attributes each) took about a third
-//! of the request path with prost.
+//! Arrow. Decoding the spec shape's spans (10 string attributes each) took 30 % of the
+//! request threads' CPU samples with prost, and 13 % as views.
 //!
 //! The result is what prost decodes: a scalar field sent more than once keeps its last
 //! value, an embedded message sent more than once (`Status`, a key-value pair's value)
