@@ -55,7 +55,7 @@ pub struct SpanView<'a> {
 }
 
 /// An event of a [`SpanView`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct EventView<'a> {
     pub time_unix_nano: u64,
     pub name: &'a [u8],
@@ -65,7 +65,7 @@ pub struct EventView<'a> {
 }
 
 /// A link of a [`SpanView`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct LinkView<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
@@ -77,14 +77,14 @@ pub struct LinkView<'a> {
 }
 
 /// A key-value pair (`KeyValue`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct AttributeView<'a> {
     pub key: &'a [u8],
     pub value: ValueView<'a>,
 }
 
 /// An attribute's value (`AnyValue`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum ValueView<'a> {
     /// No value set.
     Empty,
