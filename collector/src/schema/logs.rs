@@ -8,14 +8,14 @@ use super::attributes::{
     attributes_builder, check_resource, check_scope, is_valid_optional_id, nanos,
     timestamp_builder,
 };
-use super::{Columns as _, RejectReason, Rejections, Table, columns};
+use super::{Capacity, Columns as _, RejectReason, Rejections, Table, columns};
 use crate::ingest::wire::{ExportLogsServiceRequest, LogRecord};
 
 columns! {
     /// The columns of `otel_logs`.
-    LogColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
-        observed_timestamp: TimestampNanosecondBuilder = timestamp_builder() => "ObservedTimestamp",
+    LogColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
+        observed_timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "ObservedTimestamp",
         trace_id: StringBuilder = StringBuilder::new() => "TraceId",
         span_id: StringBuilder = StringBuilder::new() => "SpanId",
         trace_flags: UInt32Builder = UInt32Builder::new() => "TraceFlags",
@@ -25,12 +25,12 @@ columns! {
         body: StringBuilder = StringBuilder::new() => "Body",
         event_name: StringBuilder = StringBuilder::new() => "EventName",
         resource_schema_url: StringBuilder = StringBuilder::new() => "ResourceSchemaUrl",
-        resource_attributes: AttributesBuilder = attributes_builder() => "ResourceAttributes",
+        resource_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ResourceAttributes",
         scope_schema_url: StringBuilder = StringBuilder::new() => "ScopeSchemaUrl",
         scope_name: StringBuilder = StringBuilder::new() => "ScopeName",
         scope_version: StringBuilder = StringBuilder::new() => "ScopeVersion",
-        scope_attributes: AttributesBuilder = attributes_builder() => "ScopeAttributes",
-        log_attributes: AttributesBuilder = attributes_builder() => "LogAttributes",
+        scope_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ScopeAttributes",
+        log_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "LogAttributes",
         dropped_attributes_count: UInt32Builder = UInt32Builder::new() => "DroppedAttributesCount",
         resource_id: UInt64Builder = UInt64Builder::new() => "ResourceId",
     }

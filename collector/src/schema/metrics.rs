@@ -19,7 +19,7 @@ use super::attributes::{
     is_text, is_valid_optional_id, nanos, string_list_builder, text, timestamp_builder,
     timestamp_list_builder,
 };
-use super::{Columns, RejectReason, Rejections, Table, columns};
+use super::{Capacity, Columns, RejectReason, Rejections, Table, columns};
 use crate::content_hash::{AttributeSetHash, series_id};
 use crate::ingest::wire::{
     Exemplar, ExponentialHistogramDataPoint, ExportMetricsServiceRequest, HistogramDataPoint,
@@ -28,21 +28,21 @@ use crate::ingest::wire::{
 
 columns! {
     /// Columns every metrics table starts with.
-    CommonColumns {
-        resource_attributes: AttributesBuilder = attributes_builder() => "ResourceAttributes",
+    CommonColumns(capacity: Capacity) {
+        resource_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ResourceAttributes",
         resource_schema_url: StringBuilder = StringBuilder::new() => "ResourceSchemaUrl",
         scope_name: StringBuilder = StringBuilder::new() => "ScopeName",
         scope_version: StringBuilder = StringBuilder::new() => "ScopeVersion",
-        scope_attributes: AttributesBuilder = attributes_builder() => "ScopeAttributes",
+        scope_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ScopeAttributes",
         scope_dropped_attr_count: UInt32Builder = UInt32Builder::new() => "ScopeDroppedAttrCount",
         scope_schema_url: StringBuilder = StringBuilder::new() => "ScopeSchemaUrl",
         service_name: StringBuilder = StringBuilder::new() => "ServiceName",
         metric_name: StringBuilder = StringBuilder::new() => "MetricName",
         metric_description: StringBuilder = StringBuilder::new() => "MetricDescription",
         metric_unit: StringBuilder = StringBuilder::new() => "MetricUnit",
-        attributes: AttributesBuilder = attributes_builder() => "Attributes",
-        start_time_unix: TimestampNanosecondBuilder = timestamp_builder() => "StartTimeUnix",
-        time_unix: TimestampNanosecondBuilder = timestamp_builder() => "TimeUnix",
+        attributes: AttributesBuilder = attributes_builder(capacity.rows) => "Attributes",
+        start_time_unix: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "StartTimeUnix",
+        time_unix: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "TimeUnix",
         flags: UInt32Builder = UInt32Builder::new() => "Flags",
         series_id: UInt64Builder = UInt64Builder::new() => "SeriesId",
         series_start: BooleanBuilder = BooleanBuilder::new() => "SeriesStart",
@@ -51,12 +51,12 @@ columns! {
 
 columns! {
     /// Exemplar columns (all but the summary table have them).
-    ExemplarColumns {
-        filtered_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder() => "Exemplars.FilteredAttributes",
-        time_unix: ListBuilder<TimestampNanosecondBuilder> = timestamp_list_builder() => "Exemplars.TimeUnix",
+    ExemplarColumns(capacity: Capacity) {
+        filtered_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder(capacity.rows) => "Exemplars.FilteredAttributes",
+        time_unix: ListBuilder<TimestampNanosecondBuilder> = timestamp_list_builder(capacity.rows) => "Exemplars.TimeUnix",
         value: ListBuilder<Float64Builder> = ListBuilder::new(Float64Builder::new()) => "Exemplars.Value",
-        span_id: ListBuilder<StringBuilder> = string_list_builder() => "Exemplars.SpanId",
-        trace_id: ListBuilder<StringBuilder> = string_list_builder() => "Exemplars.TraceId",
+        span_id: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Exemplars.SpanId",
+        trace_id: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Exemplars.TraceId",
     }
 }
 

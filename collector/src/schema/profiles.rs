@@ -9,18 +9,18 @@ use arrow::array::{Int64Builder, ListBuilder, StringBuilder, TimestampNanosecond
 use arrow::record_batch::RecordBatch;
 
 use super::attributes::{AttributesBuilder, append_map_entry, attributes_builder, end_list, timestamp_builder};
-use super::{Columns as _, Table, batch, columns};
+use super::{Capacity, Columns as _, Table, batch, columns};
 use crate::profiles::model::Rows;
 
 columns! {
     /// The columns of `profile_samples`: one row per stack, sample type and label set of
     /// an upload.
-    ProfileSampleColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
+    ProfileSampleColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
         duration: Int64Builder = Int64Builder::new() => "DurationNanos",
         profile_id: StringBuilder = StringBuilder::new() => "ProfileId",
         service_name: StringBuilder = StringBuilder::new() => "ServiceName",
-        labels: AttributesBuilder = attributes_builder() => "Labels",
+        labels: AttributesBuilder = attributes_builder(capacity.rows) => "Labels",
         sample_type: StringBuilder = StringBuilder::new() => "SampleType",
         period_type: StringBuilder = StringBuilder::new() => "PeriodType",
         period: Int64Builder = Int64Builder::new() => "Period",
@@ -33,8 +33,8 @@ columns! {
 
 columns! {
     /// The columns of `profile_stacks`: location ids, leaf first.
-    ProfileStackColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
+    ProfileStackColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
         stack_id: UInt64Builder = UInt64Builder::new() => "StackId",
         location_ids: ListBuilder<UInt64Builder> = ListBuilder::new(UInt64Builder::new()) => "LocationIds",
     }
@@ -43,8 +43,8 @@ columns! {
 columns! {
     /// The columns of `profile_locations`: the (inlined) lines of one code location,
     /// innermost first, as parallel lists.
-    ProfileLocationColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
+    ProfileLocationColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
         location_id: UInt64Builder = UInt64Builder::new() => "LocationId",
         function_ids: ListBuilder<UInt64Builder> = ListBuilder::new(UInt64Builder::new()) => "FunctionIds",
         lines: ListBuilder<Int64Builder> = ListBuilder::new(Int64Builder::new()) => "Lines",
@@ -53,8 +53,8 @@ columns! {
 
 columns! {
     /// The columns of `profile_functions`.
-    ProfileFunctionColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
+    ProfileFunctionColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
         function_id: UInt64Builder = UInt64Builder::new() => "FunctionId",
         name: StringBuilder = StringBuilder::new() => "Name",
         system_name: StringBuilder = StringBuilder::new() => "SystemName",

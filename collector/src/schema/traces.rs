@@ -7,54 +7,59 @@ use arrow::record_batch::RecordBatch;
 
 use super::attributes::{
     AttributesBuilder, Context, ResourceContext, TextRows, append_attributes, append_hex,
-    attributes_builder, attributes_list_builder, check_resource, check_scope, end_list,
-    is_valid_id, nanos, string_list_builder, timestamp_builder, timestamp_list_builder,
-    u32_list_builder,
+    attributes_builder, attributes_builder_for, attributes_list_builder, check_resource,
+    check_scope, end_list, is_valid_id, nanos, string_builder, string_list_builder,
+    timestamp_builder, timestamp_list_builder, u32_list_builder,
 };
-use super::{Columns as _, RejectReason, Rejections, Table, columns};
+use super::{Capacity, Columns as _, RejectReason, Rejections, Table, columns};
 use crate::ingest::envelope::TraceExport;
 use crate::ingest::protobuf::WireError;
 use crate::ingest::span::SpanView;
 
 columns! {
-    /// The columns of `otel_traces`.
-    TraceColumns {
-        timestamp: TimestampNanosecondBuilder = timestamp_builder() => "Timestamp",
-        trace_id: StringBuilder = StringBuilder::new() => "TraceId",
-        span_id: StringBuilder = StringBuilder::new() => "SpanId",
-        parent_span_id: StringBuilder = StringBuilder::new() => "ParentSpanId",
-        trace_state: StringBuilder = StringBuilder::new() => "TraceState",
-        span_name: StringBuilder = StringBuilder::new() => "SpanName",
-        span_kind: StringBuilder = StringBuilder::new() => "SpanKind",
-        service_name: StringBuilder = StringBuilder::new() => "ServiceName",
-        resource_attributes: AttributesBuilder = attributes_builder() => "ResourceAttributes",
-        scope_name: StringBuilder = StringBuilder::new() => "ScopeName",
-        scope_version: StringBuilder = StringBuilder::new() => "ScopeVersion",
-        span_attributes: AttributesBuilder = attributes_builder() => "SpanAttributes",
-        duration: UInt64Builder = UInt64Builder::new() => "Duration",
-        status_code: StringBuilder = StringBuilder::new() => "StatusCode",
-        status_message: StringBuilder = StringBuilder::new() => "StatusMessage",
-        events_timestamp: ListBuilder<TimestampNanosecondBuilder> = timestamp_list_builder() => "Events.Timestamp",
-        events_name: ListBuilder<StringBuilder> = string_list_builder() => "Events.Name",
-        events_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder() => "Events.Attributes",
-        links_trace_id: ListBuilder<StringBuilder> = string_list_builder() => "Links.TraceId",
-        links_span_id: ListBuilder<StringBuilder> = string_list_builder() => "Links.SpanId",
-        links_trace_state: ListBuilder<StringBuilder> = string_list_builder() => "Links.TraceState",
-        links_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder() => "Links.Attributes",
+    /// The columns of `otel_traces`. Text whose size a span does not tell gets room for
+    /// [`TYPICAL_TEXT`] bytes a row.
+    TraceColumns(capacity: Capacity) {
+        timestamp: TimestampNanosecondBuilder = timestamp_builder(capacity.rows) => "Timestamp",
+        trace_id: StringBuilder = string_builder(capacity.rows, 32) => "TraceId",
+        span_id: StringBuilder = string_builder(capacity.rows, 16) => "SpanId",
+        parent_span_id: StringBuilder = string_builder(capacity.rows, 16) => "ParentSpanId",
+        trace_state: StringBuilder = string_builder(capacity.rows, 0) => "TraceState",
+        span_name: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "SpanName",
+        span_kind: StringBuilder = string_builder(capacity.rows, "Unspecified".len()) => "SpanKind",
+        service_name: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "ServiceName",
+        resource_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ResourceAttributes",
+        scope_name: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "ScopeName",
+        scope_version: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "ScopeVersion",
+        span_attributes: AttributesBuilder = attributes_builder_for(capacity) => "SpanAttributes",
+        duration: UInt64Builder = UInt64Builder::with_capacity(capacity.rows) => "Duration",
+        status_code: StringBuilder = string_builder(capacity.rows, "Error".len()) => "StatusCode",
+        status_message: StringBuilder = string_builder(capacity.rows, 0) => "StatusMessage",
+        events_timestamp: ListBuilder<TimestampNanosecondBuilder> = timestamp_list_builder(capacity.rows) => "Events.Timestamp",
+        events_name: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Events.Name",
+        events_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder(capacity.rows) => "Events.Attributes",
+        links_trace_id: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Links.TraceId",
+        links_span_id: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Links.SpanId",
+        links_trace_state: ListBuilder<StringBuilder> = string_list_builder(capacity.rows) => "Links.TraceState",
+        links_attributes: ListBuilder<AttributesBuilder> = attributes_list_builder(capacity.rows) => "Links.Attributes",
         // Meshlight additions to the exporter's schema.
-        trace_flags: UInt32Builder = UInt32Builder::new() => "TraceFlags",
-        resource_schema_url: StringBuilder = StringBuilder::new() => "ResourceSchemaUrl",
-        scope_schema_url: StringBuilder = StringBuilder::new() => "ScopeSchemaUrl",
-        scope_attributes: AttributesBuilder = attributes_builder() => "ScopeAttributes",
-        dropped_attributes_count: UInt32Builder = UInt32Builder::new() => "DroppedAttributesCount",
-        dropped_events_count: UInt32Builder = UInt32Builder::new() => "DroppedEventsCount",
-        dropped_links_count: UInt32Builder = UInt32Builder::new() => "DroppedLinksCount",
-        events_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Events.DroppedAttributesCount",
-        links_flags: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.Flags",
-        links_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder() => "Links.DroppedAttributesCount",
-        resource_id: UInt64Builder = UInt64Builder::new() => "ResourceId",
+        trace_flags: UInt32Builder = UInt32Builder::with_capacity(capacity.rows) => "TraceFlags",
+        resource_schema_url: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "ResourceSchemaUrl",
+        scope_schema_url: StringBuilder = string_builder(capacity.rows, TYPICAL_TEXT) => "ScopeSchemaUrl",
+        scope_attributes: AttributesBuilder = attributes_builder(capacity.rows) => "ScopeAttributes",
+        dropped_attributes_count: UInt32Builder = UInt32Builder::with_capacity(capacity.rows) => "DroppedAttributesCount",
+        dropped_events_count: UInt32Builder = UInt32Builder::with_capacity(capacity.rows) => "DroppedEventsCount",
+        dropped_links_count: UInt32Builder = UInt32Builder::with_capacity(capacity.rows) => "DroppedLinksCount",
+        events_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder(capacity.rows) => "Events.DroppedAttributesCount",
+        links_flags: ListBuilder<UInt32Builder> = u32_list_builder(capacity.rows) => "Links.Flags",
+        links_dropped_attributes_count: ListBuilder<UInt32Builder> = u32_list_builder(capacity.rows) => "Links.DroppedAttributesCount",
+        resource_id: UInt64Builder = UInt64Builder::with_capacity(capacity.rows) => "ResourceId",
     }
 }
+
+/// Bytes a row of a name or URL column gets room for: the columns grow if their text is
+/// longer.
+const TYPICAL_TEXT: usize = 16;
 
 impl TraceColumns {
     /// Appends one span; `rows` checks its text.
@@ -122,7 +127,11 @@ pub fn traces_to_batch(
     request: &TraceExport,
     rejections: &mut Rejections,
 ) -> Result<Option<RecordBatch>, WireError> {
-    let mut columns = TraceColumns::default();
+    let scopes = || request.resource_spans.iter().flat_map(|resource| &resource.scope_spans);
+    let mut columns = TraceColumns::with_capacity(Capacity {
+        rows: scopes().map(|scope| scope.spans.len()).sum(),
+        encoded_bytes: scopes().flat_map(|scope| &scope.spans).map(|span| span.len()).sum(),
+    });
     let mut rows = TextRows::default();
     let mut scratch = String::new();
     let mut span = SpanView::default();

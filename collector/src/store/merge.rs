@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{ArrayRef, new_null_array};
-use arrow::compute::cast;
+use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -124,7 +124,9 @@ impl SortedMerge {
             return Ok(None);
         }
         let sources: Vec<&RecordBatch> = self.sources.iter().collect();
-        let batch = gather(&sources, &self.picked).map_err(StoreError::arrow("gather merged rows"))?;
+        let batch = gather(&sources, &self.picked)
+            .and_then(|batches| concat_batches(&sources[0].schema(), &batches))
+            .map_err(StoreError::arrow("gather merged rows"))?;
         self.picked.clear();
         // Let go of the batches no input is merging any more.
         self.sources.clear();

@@ -132,9 +132,10 @@ pub(crate) fn write_partitions(
         // A row group's trace ids are at most its rows: an upper bound that keeps the bloom
         // filter's false-positive rate at or below its target, and its size that of the file.
         let trace_ids = rows.len().min(config.row_group_rows) as u64;
-        let batches = rows
-            .chunks(FLUSH_BATCH_ROWS)
-            .map(|chunk| gather(&sources, chunk).map_err(StoreError::arrow("gather sorted rows")));
+        let batches = rows.chunks(FLUSH_BATCH_ROWS).flat_map(|chunk| match gather(&sources, chunk) {
+            Ok(batches) => batches.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(StoreError::arrow("gather sorted rows")(error))],
+        });
         let plain = PlainColumns::Sampled;
         let file = FileSpec { path: &tmp_path(&path), table, kind, trace_ids, plain, resources };
         let bytes = write_file(&file, config, batches)?;
@@ -391,16 +392,29 @@ fn nearly_unique_leaves(table: Table, sample: &RecordBatch) -> Result<Vec<Column
 }
 
 /// The arrays of `array`'s leaf columns, in the order Parquet numbers them (depth first).
-fn leaf_arrays<'a>(array: &'a ArrayRef, leaves: &mut Vec<&'a ArrayRef>) {
+/// The items of a list or map are those of its rows only: a slice of a batch keeps all the
+/// batch's items.
+fn leaf_arrays(array: &ArrayRef, leaves: &mut Vec<ArrayRef>) {
     match array.data_type() {
         DataType::Struct(_) => array.as_struct().columns().iter().for_each(|child| leaf_arrays(child, leaves)),
         DataType::Map(..) => {
-            leaf_arrays(array.as_map().keys(), leaves);
-            leaf_arrays(array.as_map().values(), leaves);
+            let map = array.as_map();
+            let items = |child: &ArrayRef| rows_items(child, map.value_offsets());
+            leaf_arrays(&items(map.keys()), leaves);
+            leaf_arrays(&items(map.values()), leaves);
         }
-        DataType::List(_) => leaf_arrays(array.as_list::<i32>().values(), leaves),
-        _ => leaves.push(array),
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            leaf_arrays(&rows_items(list.values(), list.value_offsets()), leaves);
+        }
+        _ => leaves.push(Arc::clone(array)),
     }
+}
+
+/// The items of `items` that `offsets` point to.
+fn rows_items(items: &ArrayRef, offsets: &[i32]) -> ArrayRef {
+    let (first, last) = (offsets.first().copied().unwrap_or(0), offsets.last().copied().unwrap_or(0));
+    items.slice(first as usize, (last - first) as usize)
 }
 
 fn looks_unique(leaf: &ArrayRef) -> bool {
@@ -552,6 +566,7 @@ pub(crate) struct Merged {
 #[cfg(test)]
 mod tests {
     use arrow::array::{BooleanArray, UInt64Array};
+    use arrow::compute::concat_batches;
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
@@ -710,6 +725,20 @@ mod tests {
                 assert!(encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY), "{unique} {kind:?}: {encodings:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_slice_is_sampled_by_its_own_rows_items() {
+        // Unique attribute values in the first 100 rows, the sample's repeating ones after.
+        let batches = [unique_spans(100), crate::test_data::sample_traces_batch(100)];
+        let batch = concat_batches(&Table::Traces.schema(), &batches).expect("concatenated");
+        let plain = |sample: &RecordBatch| -> Vec<String> {
+            let leaves = nearly_unique_leaves(Table::Traces, sample).expect("sampled");
+            leaves.iter().map(ColumnPath::string).collect()
+        };
+        let values = "SpanAttributes.entries.values".to_owned();
+        assert!(plain(&batch.slice(0, 100)).contains(&values));
+        assert!(!plain(&batch.slice(100, 100)).contains(&values), "the first rows' items are not the slice's");
     }
 
     #[test]
