@@ -161,28 +161,39 @@ impl SpanMetrics {
 
     /// Counts the spans of an acknowledged `otel_traces` batch. Past `max_series`, spans of
     /// new series go to the overflow series, and are counted.
+    ///
+    /// Consecutive spans of one series (a request's spans of one operation) look their
+    /// series up once: comparing a span's four dimensions with the previous span's costs
+    /// less than hashing them.
     pub fn record(&self, batch: &RecordBatch) {
         let Some(spans) = SpanColumns::of(batch) else {
             return;
         };
+        let rows = batch.num_rows();
         let mut overflowed = 0;
         let mut guard = self.all.lock().unwrap_or_else(PoisonError::into_inner);
         let all = &mut *guard;
-        for row in 0..batch.num_rows() {
+        let mut start = 0;
+        while start < rows {
+            let dimensions = spans.dimensions(start);
+            let end = (start + 1..rows).find(|&row| spans.dimensions(row) != dimensions).unwrap_or(rows);
             let full = all.series.len() >= self.config.max_series;
-            let series = match all.series.entry_ref(&spans.dimensions(row)) {
+            let series = match all.series.entry_ref(&dimensions) {
                 EntryRef::Occupied(entry) => entry.into_mut(),
                 EntryRef::Vacant(entry) if !full => {
                     let key = entry.key().to_key();
                     entry.insert_with_key(key, Series::default())
                 }
                 EntryRef::Vacant(_) => {
-                    overflowed += 1;
+                    overflowed += (end - start) as u64;
                     all.overflow.get_or_insert_default()
                 }
             };
-            let seconds = spans.duration.value(row) as f64 / 1e9;
-            series.record(seconds, || spans.exemplar(row, seconds));
+            for row in start..end {
+                let seconds = spans.duration.value(row) as f64 / 1e9;
+                series.record(seconds, || spans.exemplar(row, seconds));
+            }
+            start = end;
         }
         drop(guard);
         self.metrics.span_metrics_overflow_spans.inc_by(overflowed);
@@ -331,6 +342,23 @@ mod tests {
         let hasher = hashbrown::DefaultHashBuilder::default();
         assert_eq!(hasher.hash_one(&key), hasher.hash_one(&dimensions));
         assert!(dimensions.equivalent(&key));
+    }
+
+    #[test]
+    fn runs_of_one_series_count_every_span() {
+        let metrics = Arc::new(SelfMetrics::default());
+        let config = SpanMetricsConfig { max_series: 1, ..SpanMetricsConfig::default() };
+        let span_metrics = SpanMetrics::new(config, metrics.clone());
+        // Spans op-0, op-0, op-1, op-1, op-1, op-0: op-1 is past the limit.
+        let sample = sample_traces_batch(2);
+        let rows = [(0, 0), (0, 0), (0, 1), (0, 1), (0, 1), (0, 0)];
+        let batch = arrow::compute::interleave_record_batch(&[&sample], &rows).expect("interleaved");
+        span_metrics.record(&batch);
+        let all = span_metrics.all.lock().expect("lock");
+        let calls: Vec<u64> = all.series.values().map(|series| series.calls).collect();
+        assert_eq!(calls, [3]);
+        assert_eq!(all.overflow.as_ref().map(|series| series.calls), Some(3));
+        assert_eq!(metrics.span_metrics_overflow_spans.get(), 3);
     }
 
     #[test]
