@@ -2,7 +2,7 @@
 //! replays. So is an intact record whose request no longer converts.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::support::Collector;
 use crate::support::otlp::{now_nanos, post_traces, spans};
@@ -12,11 +12,21 @@ fn newest_wal_segment(collector: &Collector) -> PathBuf {
     let mut segments: Vec<PathBuf> = fs::read_dir(&wal)
         .expect("list the wal directory")
         .map(|entry| entry.expect("wal entry").path())
-        .filter(|path| fs::metadata(path).is_ok_and(|m| m.len() > 0))
+        .filter(|path| segment_number(path).is_some())
         .collect();
     segments.sort();
     segments.pop().expect("a non-empty wal segment")
 }
+
+/// The number of a WAL segment file (`<number>.wal`; spares are `spare-<number>.wal`).
+fn segment_number(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_suffix(".wal")?.parse().ok()
+}
+
+/// The length of a segment's header, and of the end marker after its last record
+/// (`store::wal`).
+const SEGMENT_HEADER_LEN: usize = 16;
+const END_LEN: usize = 8;
 
 fn replay_after(damage: impl Fn(&mut Vec<u8>)) -> (Collector, u64) {
     let mut collector = Collector::start();
@@ -47,8 +57,12 @@ fn a_torn_last_record_is_skipped_and_the_rest_replays() {
 
 #[test]
 fn garbage_after_the_last_record_is_skipped() {
-    // A header whose length runs far past the end of the file, then noise.
-    let (collector, stored) = replay_after(|bytes| bytes.extend_from_slice(&[0xff, 0xff, 0x00, 0x10, 1, 2, 3, 4, 5]));
+    // In place of the end marker, a header whose length runs far past the end of the file,
+    // then noise.
+    let (collector, stored) = replay_after(|bytes| {
+        bytes.truncate(bytes.len() - END_LEN);
+        bytes.extend_from_slice(&[0xff, 0xff, 0x00, 0x10, 1, 2, 3, 4, 5]);
+    });
     assert_eq!(stored, 150, "all three acknowledged batches replay");
     assert_eq!(collector.metric_value("meshlight_wal_damaged_segments_total"), Some(1.0));
     assert_eq!(collector.metric_value("meshlight_wal_skipped_bytes_total"), Some(9.0));
@@ -73,13 +87,15 @@ fn an_intact_record_that_no_longer_converts_is_skipped_and_the_rest_replays() {
     let body = [0x0a, 0x10, 0x0a];
     let mut payload = vec![0x81];
     payload.extend_from_slice(&body);
-    let mut record = Vec::new();
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-
     let (collector, stored) = replay_after(|bytes| {
-        bytes.splice(0..0, record.iter().copied());
+        // The checksum is masked with the segment's number, which follows its magic.
+        let segment = u64::from_le_bytes(bytes[8..SEGMENT_HEADER_LEN].try_into().expect("a segment header"));
+        let mask = (segment as u32).wrapping_mul(0x9e37_79b9);
+        let mut record = Vec::new();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&(crc32c::crc32c(&payload) ^ mask).to_le_bytes());
+        record.extend_from_slice(&payload);
+        bytes.splice(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN, record);
     });
     assert_eq!(stored, 150, "the acknowledged records after it replay");
     assert_eq!(collector.metric_value("meshlight_wal_damaged_segments_total"), Some(0.0));

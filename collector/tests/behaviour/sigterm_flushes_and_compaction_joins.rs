@@ -27,14 +27,13 @@ fn sigterm_flushes_the_memtable_and_empties_the_wal() {
     let status = collector.terminate();
     assert!(status.success(), "exit status {status}");
 
-    let wal_bytes: u64 = fs::read_dir(collector.data_dir().join("wal"))
-        .expect("wal dir")
-        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
-        .sum();
-    assert_eq!(wal_bytes, 0, "every record is in Parquet, the WAL holds nothing to replay");
+    // The WAL directory keeps the segment opened after the last flush and spare segments
+    // (see `store::wal`), but no record to replay.
+    let segments = fs::read_dir(collector.data_dir().join("wal")).expect("wal dir").count();
+    assert!(segments >= 1, "the segment opened after the last flush");
 
     collector.restart();
-    assert_eq!(count(&collector), Some(100));
+    assert_eq!(count(&collector), Some(100), "every record is in Parquet, none twice");
     assert_eq!(collector.metric_value("meshlight_wal_replayed_records_total"), Some(0.0));
     assert!(collector.metric_value(TRACE_FILES).is_some_and(|n| n >= 1.0));
 }
