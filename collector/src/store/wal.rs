@@ -1,7 +1,8 @@
 //! Write-ahead log: every accepted request is here before it is acknowledged.
 //!
 //! Layout: `<data>/wal/<seq>.wal` segments, numbered upwards. A segment starts with a
-//! header, [`SEGMENT_MAGIC`] and its number (u64 LE), and holds a sequence of records:
+//! header, [`SEGMENT_MAGIC`], its number (u64 LE) and its mask (u32 LE, random, then four
+//! zero bytes), and holds a sequence of records:
 //!
 //! ```text
 //! u32 LE payload length | u32 LE CRC32C of payload XOR the segment's mask | payload = u8 kind ++ body
@@ -20,7 +21,8 @@
 //!
 //! Records are appended by one writer (group commit: many requests' records, one write and
 //! at most one fsync). Replay reads segments in order; a record whose length runs past the
-//! end of the file (a torn write) or whose checksum does not match ends that segment: the
+//! end of the file or whose checksum does not match (a torn write, in a new file or a
+//! reused one) ends that segment: the
 //! rest of it is counted as skipped and never trusted, and the next segment is read. An
 //! intact record that does not decode (a kind, or a batch under a schema, that the build
 //! replaying it does not know) is skipped alone: the records after it still replay. New
@@ -32,9 +34,11 @@
 //! costs: allocating pages and blocks (a third of the WAL thread's CPU samples with spec
 //! spans) and evicting the old file's pages at its deletion (3.5 % of the flush thread's).
 //! A reused file still holds its earlier life's records past the end marker. They never
-//! replay: replay stops at the marker, and the mask, the segment's number times an odd
-//! constant, differs between the two lives, so an old record fails its checksum in the
-//! new one.
+//! replay: replay stops at the marker, and where a torn write leaves one of them at a
+//! record boundary, it fails its checksum, since each life draws its own mask. A segment
+//! whose header names another number is a spare whose new header never reached the disk:
+//! it holds nothing (a sync writes the header too). Segment numbers never repeat, spares'
+//! included.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -50,9 +54,9 @@ use crate::schema::{Signal, Table};
 
 const HEADER_LEN: usize = 8;
 
-/// How a segment's header starts; its number follows.
+/// How a segment's header starts; its number and mask follow.
 const SEGMENT_MAGIC: [u8; 8] = *b"MLWALv2\0";
-const SEGMENT_HEADER_LEN: usize = 16;
+const SEGMENT_HEADER_LEN: usize = 24;
 
 /// A record header of zeros: the end of a segment's records.
 const END: [u8; HEADER_LEN] = [0; HEADER_LEN];
@@ -60,11 +64,10 @@ const END: [u8; HEADER_LEN] = [0; HEADER_LEN];
 /// Most flushed segments kept to be written again (see the module docs).
 const SPARE_SEGMENTS: usize = 2;
 
-/// What a segment's record checksums are XORed with.
-fn mask(segment: u64) -> u32 {
-    // Odd, so that segment numbers closer than 2^32 get different masks.
-    (segment as u32).wrapping_mul(0x9e37_79b9)
-}
+/// Largest segment kept as a spare. A segment is about a flush's worth of requests
+/// (`storage.flush_bytes`, 10 MiB by default); one that grew while flushes failed is
+/// deleted rather than kept at that size, and read whole at every replay of its next life.
+const SPARE_MAX_BYTES: u64 = 64 << 20;
 
 /// The kind byte of a record holding an OTLP request of `signal`.
 fn otlp_kind(signal: Signal) -> u8 {
@@ -131,10 +134,10 @@ impl EncodedRecord {
         self.head.len() + self.body.len()
     }
 
-    /// The header and kind as `segment` stores them: the checksum masked.
-    fn head_in(&self, segment: u64) -> [u8; HEADER_LEN + 1] {
+    /// The header and kind as a segment of mask `mask` stores them.
+    fn masked_head(&self, mask: u32) -> [u8; HEADER_LEN + 1] {
         let mut head = self.head;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) ^ mask(segment);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) ^ mask;
         head[4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         head
     }
@@ -162,6 +165,7 @@ pub struct Wal {
     dir: PathBuf,
     segment: u64,
     file: File,
+    mask: u32,
     /// Where the next record goes: at the segment's end marker.
     end: u64,
 }
@@ -171,9 +175,10 @@ impl Wal {
     pub fn open(dir: &Path) -> io::Result<(Wal, Replay)> {
         fs::create_dir_all(dir)?;
         let replay = replay(dir)?;
-        let segment = replay.last_segment + 1;
-        let file = create_segment(dir, segment)?;
-        Ok((Wal { dir: dir.to_owned(), segment, file, end: SEGMENT_HEADER_LEN as u64 }, replay))
+        let spares = spares(dir)?.into_iter().map(|(segment, _)| segment);
+        let segment = spares.chain([replay.last_segment]).max().unwrap_or_default() + 1;
+        let (file, mask) = create_segment(dir, segment)?;
+        Ok((Wal { dir: dir.to_owned(), segment, file, mask, end: SEGMENT_HEADER_LEN as u64 }, replay))
     }
 
     /// The segment being written.
@@ -186,7 +191,7 @@ impl Wal {
     pub fn append<'a>(&mut self, records: impl IntoIterator<Item = &'a EncodedRecord>) -> io::Result<u64> {
         let mut written = 0;
         for record in records {
-            let head = record.head_in(self.segment);
+            let head = record.masked_head(self.mask);
             self.file.write_all_at(&head, self.end)?;
             self.file.write_all_at(&record.body, self.end + head.len() as u64)?;
             self.end += record.size() as u64;
@@ -205,7 +210,7 @@ impl Wal {
     pub fn rotate(&mut self) -> io::Result<u64> {
         self.file.sync_data()?;
         let sealed = self.segment;
-        self.file = create_segment(&self.dir, sealed + 1)?;
+        (self.file, self.mask) = create_segment(&self.dir, sealed + 1)?;
         self.segment = sealed + 1;
         self.end = SEGMENT_HEADER_LEN as u64;
         Ok(sealed)
@@ -213,47 +218,52 @@ impl Wal {
 }
 
 /// Retires every segment numbered `through` or lower: their data is in Parquet now. Up to
-/// [`SPARE_SEGMENTS`] of them are kept as spares to be written again (those with a header:
-/// an older segment's records carry no mask that would tell them from a new life's); the
-/// rest are deleted.
+/// [`SPARE_SEGMENTS`] of them are kept as spares to be written again: those with a header
+/// (an older segment's records carry no mask that would tell them from a new life's) and
+/// at most [`SPARE_MAX_BYTES`]. The rest are deleted.
 pub fn remove_segments_through(dir: &Path, through: u64) -> io::Result<()> {
     let mut spares = spares(dir)?.len();
     for (segment, path) in list_segments(dir)? {
         if segment > through {
             continue;
         }
-        if spares < SPARE_SEGMENTS && has_header(&path)? {
-            fs::rename(&path, dir.join(format!("spare-{segment:020}.wal")))?;
+        if spares < SPARE_SEGMENTS && can_be_spare(&path)? {
+            fs::rename(&path, dir.join(format!("{SPARE_PREFIX}{segment:020}.wal")))?;
             spares += 1;
         } else {
             fs::remove_file(path)?;
         }
     }
-    Ok(())
+    // Durable before the flush's commit record goes, or a crash could bring a segment back
+    // to replay rows that are in Parquet already.
+    File::open(dir)?.sync_all()
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
 }
 
-/// Creates segment `segment`, from a spare if there is one: its header, then the end
-/// marker. The header need not be durable before a record is: a sync makes both durable,
-/// and a segment whose header names another segment is a spare whose new life holds
-/// nothing yet.
-fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {
+/// Creates segment `segment`, from a spare if there is one, and returns it with its mask:
+/// its header, then the end marker. The header need not be durable before a record is: a
+/// sync writes both.
+fn create_segment(dir: &Path, segment: u64) -> io::Result<(File, u32)> {
     let path = segment_path(dir, segment);
     let file = match spares(dir)?.into_iter().next() {
         // A rename would replace a segment already there; `create_new` refuses to.
         Some(_) if path.exists() => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "wal segment exists")),
-        Some(spare) => {
+        Some((_, spare)) => {
+            // Opened before the rename, so that a failure leaves the spare as it was.
+            let file = OpenOptions::new().write(true).open(&spare)?;
             fs::rename(&spare, &path)?;
-            OpenOptions::new().write(true).open(&path)?
+            file
         }
         None => OpenOptions::new().create_new(true).write(true).open(&path)?,
     };
+    let mask = rand::random::<u32>();
     let mut start = [0; SEGMENT_HEADER_LEN + END.len()];
-    start[..SEGMENT_MAGIC.len()].copy_from_slice(&SEGMENT_MAGIC);
-    start[SEGMENT_MAGIC.len()..SEGMENT_HEADER_LEN].copy_from_slice(&segment.to_le_bytes());
+    start[..8].copy_from_slice(&SEGMENT_MAGIC);
+    start[8..16].copy_from_slice(&segment.to_le_bytes());
+    start[16..20].copy_from_slice(&mask.to_le_bytes());
     // The directory entry must be durable too, or a crash could lose the whole segment.
     let written = file.write_all_at(&start, 0).and_then(|()| File::open(dir)?.sync_all());
     if let Err(error) = written {
@@ -261,25 +271,33 @@ fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {
         let _ = fs::remove_file(&path);
         return Err(error);
     }
-    Ok(file)
+    Ok((file, mask))
 }
 
-/// The spare segments in `dir`.
-fn spares(dir: &Path) -> io::Result<Vec<PathBuf>> {
+const SPARE_PREFIX: &str = "spare-";
+
+/// The spare segments in `dir`, with the numbers they had.
+fn spares(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut spares = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with("spare-")) {
-            spares.push(path);
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(SPARE_PREFIX)?.strip_suffix(".wal")?.parse::<u64>().ok());
+        if let Some(number) = number {
+            spares.push((number, path));
         }
     }
     Ok(spares)
 }
 
-fn has_header(path: &Path) -> io::Result<bool> {
+/// Whether a retired segment may be written again: it has a header and is not oversized.
+fn can_be_spare(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
     let mut magic = [0; SEGMENT_MAGIC.len()];
-    let read = File::open(path)?.read_at(&mut magic, 0)?;
-    Ok(read == magic.len() && magic == SEGMENT_MAGIC)
+    let read = file.read_at(&mut magic, 0)?;
+    Ok(read == magic.len() && magic == SEGMENT_MAGIC && file.metadata()?.len() <= SPARE_MAX_BYTES)
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
@@ -351,15 +369,20 @@ struct Records {
 impl Records {
     /// The records of the file `bytes` of segment `segment`; `None` if it holds none of
     /// its own: a spare renamed to `segment` whose new header never reached the disk (it
-    /// names another segment, or is cut short).
+    /// names another segment, or is cut short or zeros).
     fn of(bytes: &[u8], segment: u64) -> Option<Self> {
-        let magic = &bytes[..bytes.len().min(SEGMENT_MAGIC.len())];
-        if magic.is_empty() || magic != &SEGMENT_MAGIC[..magic.len()] {
-            // Written before segments had a header.
+        let start = &bytes[..bytes.len().min(SEGMENT_MAGIC.len())];
+        if start.iter().all(|&byte| byte == 0) && !start.is_empty() {
+            return None;
+        }
+        if start.is_empty() || start != &SEGMENT_MAGIC[..start.len()] {
+            // Written before segments had a header (whose records' headers are never zeros).
             return Some(Self { start: 0, mask: 0, ends_at_marker: false });
         }
-        let number = bytes.get(SEGMENT_MAGIC.len()..SEGMENT_HEADER_LEN)?;
-        (number == segment.to_le_bytes()).then_some(Self { start: SEGMENT_HEADER_LEN, mask: mask(segment), ends_at_marker: true })
+        let header = bytes.get(..SEGMENT_HEADER_LEN)?;
+        let number = u64::from_le_bytes(header[8..16].try_into().ok()?);
+        let mask = u32::from_le_bytes(header[16..20].try_into().ok()?);
+        (number == segment).then_some(Self { start: SEGMENT_HEADER_LEN, mask, ends_at_marker: true })
     }
 }
 
@@ -495,8 +518,9 @@ mod tests {
     #[test]
     fn a_spare_is_written_again_and_its_old_records_never_replay() {
         let dir = temp_dir("spare");
+        // Of one size, so that the old records sit where new ones would.
         let old = EncodedRecord::otlp(Signal::Logs, Bytes::from_static(b"\x0a\x02\x12\x00")).expect("encodes");
-        let new = EncodedRecord::otlp(Signal::Traces, Bytes::from_static(b"\x0a\x00")).expect("encodes");
+        let new = EncodedRecord::otlp(Signal::Traces, Bytes::from_static(b"\x0a\x02\x12\x01")).expect("encodes");
         let old_bytes = {
             let (mut wal, _) = Wal::open(&dir).expect("opens");
             wal.append([&old, &old, &old]).expect("appends");
@@ -515,20 +539,37 @@ mod tests {
         };
         let reused = fs::read(segment_path(&dir, 3)).expect("reads");
         assert_eq!(reused.len(), old_bytes.len(), "the spare's file, overwritten in place");
-        let request = Payload::Otlp(Signal::Traces, Bytes::from_static(b"\x0a\x00"));
+        let request = Payload::Otlp(Signal::Traces, Bytes::from_static(b"\x0a\x02\x12\x01"));
         let (_wal, replay) = Wal::open(&dir).expect("reopens");
         assert_eq!(replay.payloads, vec![(2, request.clone()), (3, request)], "the end marker stops replay");
         assert_eq!((replay.damaged_segments, replay.skipped_bytes), (0, 0));
 
-        // Without the end marker (as a torn write could leave it), the old records after the
-        // new one fail their checksums: they were masked for segment 1.
+        // Without the end marker (as a torn write could leave it), the old second record
+        // is intact at a record boundary, and fails its checksum only by its mask.
         let marker = SEGMENT_HEADER_LEN + new.size();
         let mut bytes = reused;
         bytes[marker..marker + END.len()].copy_from_slice(&old_bytes[marker..marker + END.len()]);
+        assert_eq!(bytes[marker..], old_bytes[marker..], "the old second record, whole");
         fs::write(segment_path(&dir, 3), &bytes).expect("writes");
         let (_wal, replay) = Wal::open(&dir).expect("reopens");
         assert_eq!(replay.payloads.iter().filter(|(segment, _)| *segment == 3).count(), 1);
         assert_eq!(replay.damaged_segments, 1);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn segment_numbers_continue_past_the_spares() {
+        let dir = temp_dir("numbers");
+        {
+            let (mut wal, _) = Wal::open(&dir).expect("opens");
+            wal.rotate().expect("rotates");
+            wal.rotate().expect("rotates");
+            remove_segments_through(&dir, 2).expect("retires");
+        }
+        // Without segment 3, the highest number is a spare's.
+        fs::remove_file(segment_path(&dir, 3)).expect("removes");
+        let (wal, _) = Wal::open(&dir).expect("reopens");
+        assert_eq!(wal.segment(), 3);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

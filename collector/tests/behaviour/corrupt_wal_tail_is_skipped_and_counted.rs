@@ -25,7 +25,7 @@ fn segment_number(path: &Path) -> Option<u64> {
 
 /// The length of a segment's header, and of the end marker after its last record
 /// (`store::wal`).
-const SEGMENT_HEADER_LEN: usize = 16;
+const SEGMENT_HEADER_LEN: usize = 24;
 const END_LEN: usize = 8;
 
 fn replay_after(damage: impl Fn(&mut Vec<u8>)) -> (Collector, u64) {
@@ -88,9 +88,8 @@ fn an_intact_record_that_no_longer_converts_is_skipped_and_the_rest_replays() {
     let mut payload = vec![0x81];
     payload.extend_from_slice(&body);
     let (collector, stored) = replay_after(|bytes| {
-        // The checksum is masked with the segment's number, which follows its magic.
-        let segment = u64::from_le_bytes(bytes[8..SEGMENT_HEADER_LEN].try_into().expect("a segment header"));
-        let mask = (segment as u32).wrapping_mul(0x9e37_79b9);
+        // The checksum is masked with the segment's mask: the header's bytes 16 to 20.
+        let mask = u32::from_le_bytes(bytes[16..20].try_into().expect("a segment header"));
         let mut record = Vec::new();
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&(crc32c::crc32c(&payload) ^ mask).to_le_bytes());
