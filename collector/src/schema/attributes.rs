@@ -37,7 +37,8 @@ pub(crate) fn attributes_builder(rows: usize) -> AttributesBuilder {
 const TYPICAL_ENCODED_ATTRIBUTE: usize = 32;
 
 /// An attributes builder for `capacity.rows` maps of attributes encoded in up to
-/// `capacity.encoded_bytes`, which bound the text of their keys and values together.
+/// `capacity.encoded_bytes`. That bounds the text of string keys and values; other values
+/// (bytes as base64, arrays as JSON) may render longer, and the builders then grow.
 pub(crate) fn attributes_builder_for(capacity: Capacity) -> AttributesBuilder {
     let entries = capacity.encoded_bytes / TYPICAL_ENCODED_ATTRIBUTE;
     let text = || StringBuilder::with_capacity(entries, capacity.encoded_bytes / 2);

@@ -319,7 +319,8 @@ pub(crate) use columns;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Capacity {
     pub(crate) rows: usize,
-    /// The size of the rows' protobuf encoding, which bounds the text of their attributes.
+    /// The size of the rows' protobuf encoding, which bounds the text of their string
+    /// attributes.
     pub(crate) encoded_bytes: usize,
 }
 

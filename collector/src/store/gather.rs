@@ -1,5 +1,4 @@
-//! Gathering rows of several batches into one, as flushes and merges do to put rows in
-//! sort order.
+//! Gathering rows of several batches, as flushes and merges do to put rows in sort order.
 //!
 //! Arrow's `interleave` copies a map column one entry at a time: a span with ten
 //! attributes costs twenty string copies, each with its own bounds checks and offset. In
@@ -11,30 +10,36 @@
 //! keep `interleave`.
 //!
 //! Rows that arrive in sort order (one service and operation, as in the spec shape) come
-//! in long runs of one batch's consecutive rows. Such runs are not copied at all: they are
-//! returned as slices of their batch, which the Parquet writer reads as it reads any
-//! batch. Copying them column by column took 10 % of the CPU samples of a flush of spec
-//! spans, and gathering them row by row 16 %. Mesh spans, sorted by service and operation,
-//! rarely come in such runs.
+//! in runs of one batch's consecutive rows. Runs of [`MIN_SLICED_RUN`] rows on average are
+//! not copied at all: they are returned as slices of their batch, which the Parquet writer
+//! reads as it reads any batch. Shorter runs of [`MIN_AVERAGE_RUN`] rows or more are copied
+//! run by run, column by column, into one batch: each batch costs the writer a call per
+//! column. Copying the spec shape's runs so took 10 % of the CPU samples of its flushes,
+//! and gathering them row by row 16 %. Mesh spans, sorted by service and operation, rarely
+//! come in runs.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, MapArray, StringArray, StructArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::compute::interleave;
+use arrow::compute::{concat_batches, interleave};
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 /// The rows `rows` ((index in `sources`, row)) of `sources`, in that order, as batches of
-/// their schema, which all of them share: slices of the sources if the rows come in long
-/// runs (see [`long_runs`]), else one batch they are copied into.
+/// their schema, which all of them share: slices of the sources if the rows come in runs
+/// of [`MIN_SLICED_RUN`] rows on average, else one batch they are copied into.
 pub(super) fn gather(sources: &[&RecordBatch], rows: &[(usize, usize)]) -> Result<Vec<RecordBatch>, ArrowError> {
     let Some(first) = sources.first() else {
         return Err(ArrowError::InvalidArgumentError("no batches to gather rows from".into()));
     };
     if let Some(runs) = long_runs(rows) {
-        return Ok(runs.iter().map(|run| sources[run.source].slice(run.start, run.len)).collect());
+        let slices = runs.iter().map(|run| sources[run.source].slice(run.start, run.len)).collect();
+        if rows.len() >= runs.len() * MIN_SLICED_RUN {
+            return Ok(slices);
+        }
+        return Ok(vec![concat_batches(&first.schema(), &slices)?]);
     }
     let columns = (0..first.num_columns())
         .map(|column| {
@@ -59,10 +64,14 @@ struct Run {
     len: usize,
 }
 
-/// Shortest average run that is returned run by run: each slice costs the Parquet writer a
-/// call per column, and shorter runs are copied row by row more cheaply. Not tuned: the
-/// spec shape's runs are whole requests of 500 rows.
+/// Shortest average run that is copied run by run: copying a run costs a call per column,
+/// and shorter runs are copied row by row more cheaply. Not tuned.
 const MIN_AVERAGE_RUN: usize = 16;
+
+/// Shortest average run that is returned as slices rather than copied. Not tuned either:
+/// the spec shape's runs are whole requests of 500 rows, and OTLP exporters send requests
+/// of 512 spans and more by default.
+const MIN_SLICED_RUN: usize = 256;
 
 /// `rows` as runs, if they average [`MIN_AVERAGE_RUN`] rows or more.
 fn long_runs(rows: &[(usize, usize)]) -> Option<Vec<Run>> {
@@ -219,9 +228,17 @@ mod tests {
         let runs = [(2, 0..25), (0, 3..40), (1, 0..5), (0, 0..3)];
         let rows: Vec<(usize, usize)> = runs.into_iter().flat_map(|(source, run)| run.map(move |row| (source, row))).collect();
         assert_eq!(long_runs(&rows).map(|runs| runs.len()), Some(4));
-        let slices = gather(&sources, &rows).expect("gathered");
-        let lens: Vec<usize> = slices.iter().map(RecordBatch::num_rows).collect();
-        assert_eq!(lens, [25, 37, 5, 3], "one slice a run");
+        let lens = |gathered: Vec<RecordBatch>| -> Vec<usize> { gathered.iter().map(RecordBatch::num_rows).collect() };
+        assert_eq!(lens(gather(&sources, &rows).expect("gathered")), [70], "copied into one batch");
+        let expected = interleave_record_batch(&sources, &rows).expect("interleaved");
+        assert_eq!(gathered(&sources, &rows).expect("gathered"), expected);
+
+        // Runs of 256 rows or more on average come back as slices, one a run.
+        let batches = [sample_traces_batch(600), sample_traces_batch(600).slice(50, 500)];
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        let runs = [(1, 200..500), (0, 0..600), (1, 0..200)];
+        let rows: Vec<(usize, usize)> = runs.into_iter().flat_map(|(source, run)| run.map(move |row| (source, row))).collect();
+        assert_eq!(lens(gather(&sources, &rows).expect("gathered")), [300, 600, 200], "one slice a run");
         let expected = interleave_record_batch(&sources, &rows).expect("interleaved");
         assert_eq!(gathered(&sources, &rows).expect("gathered"), expected);
 

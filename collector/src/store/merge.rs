@@ -128,7 +128,8 @@ impl SortedMerge {
             .and_then(|batches| concat_batches(&sources[0].schema(), &batches))
             .map_err(StoreError::arrow("gather merged rows"))?;
         self.picked.clear();
-        // Let go of the batches no input is merging any more.
+        // Let go of the batches no input is merging any more (but the one `batch` may be a
+        // view of, when its rows are one run of it).
         self.sources.clear();
         for input in &mut self.heap {
             input.source = add_source(&mut self.sources, &input.batch);

@@ -233,7 +233,7 @@ struct FileSpec<'a> {
 
 /// The string columns a file writes without a dictionary.
 enum PlainColumns {
-    /// Those whose values look all but unique in the file's first batch (see
+    /// Those whose values look all but unique in the file's first rows (see
     /// [`nearly_unique_leaves`]). A flush samples its rows this way.
     Sampled,
     /// These. A merge keeps the choice its inputs' flushes made: its first rows are a
@@ -255,14 +255,22 @@ fn write_file(
         let batch = resources.apply(&batch?).map_err(StoreError::arrow("store resources once"))?;
         starts.mark(batch)
     });
-    let first = batches.next().transpose()?.unwrap_or_else(|| RecordBatch::new_empty(file.table.schema()));
+    // The leading batches, up to DICTIONARY_SAMPLE rows: the first may be a slice of a few.
+    let mut head = Vec::new();
+    while head.iter().map(RecordBatch::num_rows).sum::<usize>() < DICTIONARY_SAMPLE {
+        match batches.next() {
+            Some(batch) => head.push(batch?),
+            None => break,
+        }
+    }
     let plain = match &file.plain {
-        PlainColumns::Sampled => nearly_unique_leaves(file.table, &first)?,
+        PlainColumns::Sampled => nearly_unique_leaves(file.table, &head)?,
         PlainColumns::Listed(columns) => columns.clone(),
     };
     let mut writer = FileWriter::create(file, config, &plain)?;
-    // Each batch is dropped once written, the first too: a flush's is 5 MB of mesh spans.
-    for batch in std::iter::once(Ok(first)).chain(batches) {
+    // Each batch is dropped once written, the leading ones too: a flush's first gathered
+    // batch is 5 MB of mesh spans.
+    for batch in head.into_iter().map(Ok).chain(batches) {
         writer.write(&batch?)?;
     }
     writer.finish()
@@ -361,11 +369,12 @@ fn parquet_schema(table: Table) -> Result<SchemaDescriptor, StoreError> {
     ArrowSchemaConverter::new().convert(&table.schema()).map_err(StoreError::parquet("parquet schema"))
 }
 
-/// Values of each string column of a file's first batch that [`nearly_unique_leaves`] looks at.
+/// Values of each string column of a file's first rows that [`nearly_unique_leaves`] looks at.
 const DICTIONARY_SAMPLE: usize = 1024;
 
 /// The string columns, nested ones included, whose values look all but unique in `sample`
-/// (rows of a file): more than 9 in 10 of their first [`DICTIONARY_SAMPLE`] values differ.
+/// (a file's first batches): more than 9 in 10 of their first [`DICTIONARY_SAMPLE`] values
+/// differ.
 /// Such a column gets no dictionary. The writer would hash every value into one only to
 /// abandon it once it outgrew its page, and a dictionary of unique values saves nothing.
 /// Columns with fewer than 64 values in the sample keep theirs.
@@ -373,14 +382,21 @@ const DICTIONARY_SAMPLE: usize = 1024;
 /// Attribute values with unbounded cardinality (request ids, the spec shape's random
 /// values) are the case this is for; every string column of the mesh data set repeats
 /// enough to keep its dictionary (at most a third of a flush's first 1024 values differ).
-fn nearly_unique_leaves(table: Table, sample: &RecordBatch) -> Result<Vec<ColumnPath>, StoreError> {
-    let mut leaves = Vec::new();
-    for column in sample.columns() {
-        leaf_arrays(column, &mut leaves);
-    }
+fn nearly_unique_leaves(table: Table, sample: &[RecordBatch]) -> Result<Vec<ColumnPath>, StoreError> {
     let parquet_schema = parquet_schema(table)?;
-    if leaves.len() != parquet_schema.num_columns() {
-        return Err(StoreError::Corrupt(format!("{} rows disagree with the table's leaf columns", table.name())));
+    // Each leaf column's arrays, one per batch.
+    let mut leaves: Vec<Vec<ArrayRef>> = vec![Vec::new(); parquet_schema.num_columns()];
+    for batch in sample {
+        let mut batch_leaves = Vec::new();
+        for column in batch.columns() {
+            leaf_arrays(column, &mut batch_leaves);
+        }
+        if batch_leaves.len() != leaves.len() {
+            return Err(StoreError::Corrupt(format!("{} rows disagree with the table's leaf columns", table.name())));
+        }
+        for (arrays, leaf) in leaves.iter_mut().zip(batch_leaves) {
+            arrays.push(leaf);
+        }
     }
     Ok(parquet_schema
         .columns()
@@ -417,11 +433,9 @@ fn rows_items(items: &ArrayRef, offsets: &[i32]) -> ArrayRef {
     items.slice(first as usize, (last - first) as usize)
 }
 
-fn looks_unique(leaf: &ArrayRef) -> bool {
-    let Some(strings) = leaf.as_string_opt::<i32>() else {
-        return false;
-    };
-    let sample: Vec<&str> = strings.iter().flatten().take(DICTIONARY_SAMPLE).collect();
+fn looks_unique(arrays: &[ArrayRef]) -> bool {
+    let strings = arrays.iter().filter_map(|array| array.as_string_opt::<i32>());
+    let sample: Vec<&str> = strings.flat_map(|strings| strings.iter().flatten()).take(DICTIONARY_SAMPLE).collect();
     let distinct: HashSet<&str> = sample.iter().copied().collect();
     sample.len() >= 64 && distinct.len() * 10 > sample.len() * 9
 }
@@ -733,7 +747,7 @@ mod tests {
         let batches = [unique_spans(100), crate::test_data::sample_traces_batch(100)];
         let batch = concat_batches(&Table::Traces.schema(), &batches).expect("concatenated");
         let plain = |sample: &RecordBatch| -> Vec<String> {
-            let leaves = nearly_unique_leaves(Table::Traces, sample).expect("sampled");
+            let leaves = nearly_unique_leaves(Table::Traces, std::slice::from_ref(sample)).expect("sampled");
             leaves.iter().map(ColumnPath::string).collect()
         };
         let values = "SpanAttributes.entries.values".to_owned();
@@ -801,6 +815,52 @@ mod tests {
         let first_trace = second.column_by_name("TraceId").expect("TraceId").as_string::<i32>().value(0);
         let filter = reader.get_row_group(1).expect("a row group").get_column_bloom_filter(trace_id).cloned().expect("a filter");
         assert!(filter.check(&first_trace));
+    }
+
+    #[test]
+    fn a_flush_writes_runs_that_start_mid_batch_in_sort_order_with_bloom_filter_and_resources_once() {
+        use crate::schema::Rejections;
+        use crate::test_data::{convert_traces, request_with, span};
+
+        // Two requests, each of 300 spans of op-a then 300 of op-b. The flush's sort order
+        // takes each operation's rows from both: runs of 300 rows, half of them starting
+        // mid-batch, which the flush writes as slices.
+        const START: u64 = 1_700_000_000_000_000_000;
+        let request = |first: u64| {
+            let spans = (first..first + 600).map(|n| {
+                let mut span = span(n, START + n);
+                span.name = bytes::Bytes::from_static(if n - first < 300 { b"op-a" } else { b"op-b" });
+                span
+            });
+            convert_traces(&request_with(spans.collect()), &mut Rejections::default()).expect("valid spans")
+        };
+        let batches = [request(0), request(1000)];
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let resources = ResourceCatalog::default();
+        let files = write_partitions(dir.path(), Table::Traces, &batches, &StorageConfig::default(), &resources).expect("flushed");
+        assert_eq!(files.len(), 1);
+        let path = tmp_path(&files[0].path);
+        let runs = [0..300, 1000..1300, 300..600, 1300..1600];
+        let expected: Vec<String> = runs.into_iter().flatten().map(|n: u64| hex::encode((n + 1).to_be_bytes())).collect();
+        assert_eq!(span_ids(&path), expected);
+
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("opened")).expect("a parquet file");
+        let read = reader.build().expect("a reader").collect::<Result<Vec<_>, _>>().expect("read");
+        let carried: usize = read
+            .iter()
+            .map(|batch| batch.column_by_name("ResourceAttributes").expect("a column").logical_nulls().map_or(batch.num_rows(), |nulls| nulls.len() - nulls.null_count()))
+            .sum();
+        assert_eq!(carried, 1, "the resource's attributes, once in the file");
+
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(ReaderProperties::builder().set_read_bloom_filter(true).build())
+            .build();
+        let reader = SerializedFileReader::new_with_options(File::open(&path).expect("opened"), options).expect("a parquet file");
+        let trace_id = reader.metadata().file_metadata().schema_descr().columns().iter().position(|c| c.name() == "TraceId").expect("TraceId");
+        let filter = reader.get_row_group(0).expect("a row group").get_column_bloom_filter(trace_id).cloned().expect("a filter");
+        let last_trace = batches[1].column_by_name("TraceId").expect("TraceId").as_string::<i32>().value(599);
+        assert!(filter.check(&last_trace));
     }
 
     #[test]
