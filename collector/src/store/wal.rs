@@ -278,18 +278,7 @@ const SPARE_PREFIX: &str = "spare-";
 
 /// The spare segments in `dir`, with the numbers they had.
 fn spares(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut spares = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let number = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_prefix(SPARE_PREFIX)?.strip_suffix(".wal")?.parse::<u64>().ok());
-        if let Some(number) = number {
-            spares.push((number, path));
-        }
-    }
-    Ok(spares)
+    numbered_files(dir, SPARE_PREFIX)
 }
 
 /// Whether a retired segment may be written again: it has a header and is not oversized.
@@ -301,20 +290,24 @@ fn can_be_spare(path: &Path) -> io::Result<bool> {
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut segments = Vec::new();
+    numbered_files(dir, "")
+}
+
+/// The files `<prefix><number>.wal` in `dir`, with their numbers, in order.
+fn numbered_files(dir: &Path, prefix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let number = path
             .file_name()
             .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".wal"))
-            .and_then(|stem| stem.parse::<u64>().ok());
+            .and_then(|name| name.strip_prefix(prefix)?.strip_suffix(".wal")?.parse::<u64>().ok());
         if let Some(number) = number {
-            segments.push((number, path));
+            files.push((number, path));
         }
     }
-    segments.sort();
-    Ok(segments)
+    files.sort();
+    Ok(files)
 }
 
 fn replay(dir: &Path) -> io::Result<Replay> {
